@@ -1,0 +1,31 @@
+"""fb: keep the hot objects in memory, spill the cold ones to disk, S3 or any fsspec filesystem.
+
+The public names live here; storage backends are in `fb.backends`, codecs in `fb.codecs`,
+errors in `fb.exceptions` and the interfaces in `fb.typing`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._handle import Fb as Fb
+from ._handle import ReadGuard as ReadGuard
+from ._handle import WriteGuard as WriteGuard
+from ._pool import FBPool as FBPool
+from ._sizeof import default_sizeof as default_sizeof
+from ._stats import PoolStatistics as PoolStatistics
+from ._store import BackingStore as BackingStore
+
+try:
+    __version__ = version("file-backed")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BackingStore",
+    "FBPool",
+    "Fb",
+    "PoolStatistics",
+    "ReadGuard",
+    "WriteGuard",
+    "__version__",
+    "default_sizeof",
+]

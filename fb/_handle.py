@@ -1,0 +1,391 @@
+"""Fb handles and the guards that pin their values."""
+
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Generator
+from concurrent.futures import Future
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from uuid import UUID
+
+from . import _janitor
+from ._pool import _MISSING, _Batch, _Entry, _wait
+
+if TYPE_CHECKING:
+    from ._pool import FBPool
+
+__all__ = ["Fb", "ReadGuard", "WriteGuard"]
+
+T = TypeVar("T")
+G = TypeVar("G", bound="ReadGuard[Any] | WriteGuard[Any]")
+
+
+class Fb(Generic[T]):
+    """The handle of one item of an `FBPool`: a box whose value may be in memory or on storage.
+
+    Use `load` (or `aload`) to read the value through a guard that pins it in memory, and
+    `load_mut` (or `aload_mut`) to change or replace it. When the handle is closed, or
+    garbage-collected, its value leaves memory and its blob is deleted in the background.
+
+    Notes:
+        Thread-safe. Read guards of one handle may be held by several threads at once; a
+        write guard is exclusive (acquiring one waits for the readers to finish). `load` and
+        `load_mut` block on a miss; `try_load` and `try_load_mut` never block and never do
+        I/O; the ``a``-methods never block the event loop.
+    """
+
+    __slots__ = ("__weakref__", "_entry", "_finalizer", "_pool")
+
+    def __init__(self, pool: FBPool[T], entry: _Entry) -> None:
+        self._pool = pool
+        self._entry = entry
+        # A finalizer runs at any allocation on any thread, possibly while a pool lock is
+        # held there: it only queues the close for the janitor thread.
+        self._finalizer = weakref.finalize(self, _janitor.put, functools.partial(pool._close, entry))
+        self._finalizer.atexit = False
+
+    def __repr__(self) -> str:
+        entry = self._entry
+        if entry.closed:
+            state = "closed"
+        else:
+            state = "resident" if entry.value is not _MISSING else "stored"
+            state += " clean" if entry.blob else (" dirty" if entry.value is not _MISSING else "")
+            if entry.readers:
+                state += f" readers={entry.readers}"
+            if entry.writer:
+                state += " writer"
+            if entry.writing:
+                state += " writing"
+        return f"<Fb key={entry.key.hex} {state}>"
+
+    @property
+    def key(self) -> UUID:
+        """The key of the item's blob; a new one is drawn when a write guard is taken."""
+        return self._entry.key
+
+    @property
+    def pool(self) -> FBPool[T]:
+        """The pool this handle belongs to."""
+        return self._pool
+
+    @property
+    def closed(self) -> bool:
+        """True once the handle was closed."""
+        return self._entry.closed
+
+    @property
+    def resident(self) -> bool:
+        """True when the value is in memory right now."""
+        return self._entry.value is not _MISSING
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def load(self) -> ReadGuard[T]:
+        """Return a read guard, loading the value from storage if it is not in memory.
+
+        Concurrent loads of one handle read storage once. ``with handle.load() as value:``
+        pins the value for the block.
+
+        Raises:
+            HandleClosedError: the handle was closed.
+            StoreClosedError: the store was closed.
+            CorruptBlobError: the blob failed its integrity check.
+            CodecError: the blob could not be decoded.
+            OSError: storage failed.
+        """
+        return ReadGuard(self, self._pool._acquire(self._entry, False))
+
+    def aload(self) -> _Acquire[ReadGuard[T]]:
+        """Async twin of `load`: ``await handle.aload()`` or ``async with handle.aload() as v``."""
+        return _Acquire(self._aload)
+
+    async def _aload(self) -> ReadGuard[T]:
+        return ReadGuard(self, await self._pool._aacquire(self._entry, False))
+
+    def try_load(self) -> ReadGuard[T] | None:
+        """Return a read guard if the value is in memory and not busy, else None. No I/O.
+
+        "Busy" is a write guard held, or an eviction write in flight.
+        """
+        value = self._try(False)
+        return None if value is _MISSING else ReadGuard(self, value)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def load_mut(self) -> WriteGuard[T]:
+        """Return a write guard: exclusive access to change or replace the value.
+
+        The item gets a new key and drops its reference to the old blob (deleted when no
+        other handle references it). ``with handle.load_mut() as guard: guard.value = ...``
+
+        Raises:
+            RuntimeError: this thread or task holds the write guard already.
+            HandleClosedError: the handle was closed.
+            StoreClosedError: the store was closed.
+        """
+        self._pool._acquire(self._entry, True)
+        return WriteGuard(self)
+
+    def aload_mut(self) -> _Acquire[WriteGuard[T]]:
+        """Async twin of `load_mut`."""
+        return _Acquire(self._aload_mut)
+
+    async def _aload_mut(self) -> WriteGuard[T]:
+        await self._pool._aacquire(self._entry, True)
+        return WriteGuard(self)
+
+    def try_load_mut(self) -> WriteGuard[T] | None:
+        """Return a write guard if the value is in memory and nobody uses it, else None."""
+        value = self._try(True)
+        return None if value is _MISSING else WriteGuard(self)
+
+    def _try(self, write: bool) -> Any:
+        pool, entry = self._pool, self._entry
+        batch = _Batch()
+        with pool._lock:
+            pool._check_usable(entry)
+            value = pool._try_acquire(entry, write, batch)
+            if value is not _MISSING:
+                pool._n["hits"] += 1
+        pool._after(batch)
+        return value
+
+    def write_now(self) -> None:
+        """Make sure the item's blob is on storage: write it now if it has none.
+
+        Blocks until the write ends; the value stays in memory either way.
+
+        Raises:
+            CodecError: the value cannot be encoded.
+            OSError: storage failed.
+            RuntimeError: this thread or task holds the write guard.
+        """
+        pool, entry = self._pool, self._entry
+        while True:
+            with pool._lock:
+                step = pool._start_write_now(entry)
+            if step is None:
+                return
+            if isinstance(step, Future):
+                step.result()
+                continue
+            _write(pool, entry, *step)
+            return
+
+    async def awrite_now(self) -> None:
+        """Async twin of `write_now`: the write runs on a worker thread."""
+        pool, entry = self._pool, self._entry
+        while True:
+            with pool._lock:
+                step = pool._start_write_now(entry)
+            if step is None:
+                return
+            if isinstance(step, Future):
+                await _wait(step)
+                continue
+            await _wait(pool.store.submit(_write, pool, entry, *step))
+            return
+
+    def spawn_write_now(self) -> Future[None]:
+        """Start `write_now` on a worker thread; the future holds its outcome."""
+        return self._pool.store.submit(self.write_now)
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the item: its value leaves memory and its blob is deleted in the background.
+
+        Idempotent. If guards are held, this happens when the last one is released.
+        """
+        self._finalizer.detach()
+        self._pool._close(self._entry)
+
+    def __enter__(self) -> Fb[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _write(pool: FBPool[Any], entry: _Entry, key: UUID, value: Any) -> None:
+    """Write ``value`` as blob ``key`` for ``entry`` (blocking); raise what fails."""
+    start = time.perf_counter()
+    try:
+        nbytes = pool.store.strategy.store(key, value)
+    except BaseException:
+        pool._write_done(entry, key, None, time.perf_counter() - start)
+        raise
+    pool._write_done(entry, key, nbytes, time.perf_counter() - start)
+
+
+class _Acquire(Generic[G]):
+    """What ``aload``/``aload_mut`` return: awaitable, and an async context manager."""
+
+    __slots__ = ("_factory", "_guard")
+
+    def __init__(self, factory: Callable[[], Awaitable[G]]) -> None:
+        self._factory = factory
+        self._guard: G | None = None
+
+    def __await__(self) -> Generator[Any, None, G]:
+        return self._factory().__await__()
+
+    async def __aenter__(self) -> Any:
+        self._guard = guard = await self._factory()
+        return guard.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._guard is not None:
+            self._guard.release()
+
+
+class ReadGuard(Generic[T]):
+    """Pins a value in memory while held; ``with`` enters to the value itself.
+
+    Release it with ``with``, `release`, or by dropping it (then the release is deferred to
+    a background thread). An item pushed out of the budget while pinned is re-offered for
+    eviction when its last guard goes.
+
+    Notes:
+        A guard is meant for one thread or task; the value itself must not be mutated
+        through a read guard (use `Fb.load_mut`).
+    """
+
+    __slots__ = ("_handle", "_released", "_value")
+
+    def __init__(self, handle: Fb[T], value: T) -> None:
+        self._handle = handle
+        self._value = value
+        self._released = False
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        return f"<ReadGuard key={self._handle.key.hex} {state}>"
+
+    @property
+    def value(self) -> T:
+        """The value; raises RuntimeError after `release`."""
+        if self._released:
+            raise RuntimeError("the read guard was released")
+        return self._value
+
+    def release(self) -> None:
+        """Unpin the value. Idempotent."""
+        if not self._released:
+            self._released = True
+            self._value = None  # type: ignore[assignment]
+            handle = self._handle
+            handle._pool._release(handle._entry, False)
+
+    def __enter__(self) -> T:
+        return self.value
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> T:
+        return self.value
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        if not self._released:
+            self._released = True
+            handle = self._handle
+            _janitor.put(functools.partial(handle._pool._release, handle._entry, False))
+
+
+class WriteGuard(Generic[T]):
+    """Exclusive access to a value: read, mutate, or replace it through `value`.
+
+    ``with handle.load_mut() as guard:`` enters to the guard. On release the value is
+    measured again for the byte budget and, being new, has no blob until it is written.
+
+    Notes:
+        A guard is meant for one thread or task.
+    """
+
+    __slots__ = ("_handle", "_released")
+
+    def __init__(self, handle: Fb[T]) -> None:
+        self._handle = handle
+        self._released = False
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        return f"<WriteGuard key={self._handle.key.hex} {state}>"
+
+    @property
+    def value(self) -> T:
+        """The value; assign to replace it. Raises RuntimeError after `release`."""
+        if self._released:
+            raise RuntimeError("the write guard was released")
+        return self._handle._entry.value  # type: ignore[no-any-return]
+
+    @value.setter
+    def value(self, new: T) -> None:
+        if self._released:
+            raise RuntimeError("the write guard was released")
+        self._handle._entry.value = new
+
+    def release(self) -> None:
+        """Give the value back to the pool. Idempotent."""
+        if not self._released:
+            self._released = True
+            handle = self._handle
+            handle._pool._release(handle._entry, True)
+
+    def __enter__(self) -> WriteGuard[T]:
+        if self._released:
+            raise RuntimeError("the write guard was released")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> WriteGuard[T]:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        if not self._released:
+            self._released = True
+            handle = self._handle
+            _janitor.put(functools.partial(handle._pool._release, handle._entry, True))

@@ -1,0 +1,344 @@
+"""BackingStore: worker threads, background tasks, blob reference counts, error collection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import warnings
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, TypeVar
+from uuid import UUID
+
+import attrs
+
+from . import _janitor
+from .exceptions import StoreClosedError
+from .typing import Strategy
+
+__all__ = ["BackingStore"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
+
+_log = logging.getLogger("fb")
+
+DEFAULT_MAX_WORKERS = 4
+
+
+@attrs.define(eq=False)
+class _Shared:
+    """The part of a store's state its finalizer may look at (it must not hold the store)."""
+
+    closed: bool = False
+    live_blobs: int = 0
+
+
+def _warn_unclosed(shared: _Shared, name: str) -> None:
+    if not shared.closed and shared.live_blobs:
+        warnings.warn(
+            f"{name} was garbage-collected without close() while it still referenced "
+            f"{shared.live_blobs} blob(s); they stay on storage until the next store sweeps "
+            "the directory",
+            ResourceWarning,
+            stacklevel=1,
+        )
+
+
+@attrs.define(eq=False, repr=False, init=False)
+class BackingStore(Generic[T]):
+    """Runs a `Strategy`'s blocking I/O on worker threads and owns every blob's lifetime.
+
+    A store counts references to each blob key; when the last handle referencing a key goes,
+    a background task deletes the blob. Background failures (a write-back that failed, a
+    delete that failed) are collected; `finished` raises them and `on_error` (if given) sees
+    each one as it happens.
+
+    Args:
+        strategy: the backend that stores and loads values (e.g. `fb.backends.FBStore`).
+        max_workers: worker threads for background work (write-back, deletes, async loads).
+        on_error: called with each background exception, from a worker thread.
+
+    Notes:
+        Thread-safe. `finished`, `close` and the context managers block; their ``a``-twins
+        never block the event loop. Several pools may share one store.
+    """
+
+    strategy: Strategy[T]
+    max_workers: int
+    on_error: Callable[[BaseException], object] | None
+    _lock: threading.Lock
+    _idle: threading.Condition
+    _refs: dict[UUID, int]
+    _tasks: int
+    _idle_waiters: list[Future[None]]
+    _errors: list[BaseException]
+    _executor: ThreadPoolExecutor | None
+    _pid: int
+    _shared: _Shared
+
+    def __init__(
+        self,
+        strategy: Strategy[T],
+        *,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        on_error: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
+        if not isinstance(strategy, Strategy):
+            raise TypeError(
+                f"strategy must have store(), load(), delete() and close(); got {strategy!r}"
+            )
+        self.strategy = strategy
+        self.max_workers = max_workers
+        self.on_error = on_error
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._refs = {}
+        self._tasks = 0
+        self._idle_waiters = []
+        self._errors = []
+        self._executor = None
+        self._pid = os.getpid()
+        self._shared = _Shared()
+        weakref.finalize(self, _warn_unclosed, self._shared, f"BackingStore({strategy!r})")
+        _janitor.start()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._shared.closed else "open"
+        return (
+            f"<BackingStore {self.strategy!r} blobs={len(self._refs)} "
+            f"pending={self._tasks} errors={len(self._errors)} {state}>"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` has been called."""
+        return self._shared.closed
+
+    def check_open(self) -> None:
+        """Raise `StoreClosedError` if the store was closed."""
+        if self._shared.closed:
+            raise StoreClosedError(f"{self!r} is closed")
+
+    def _get_executor(self) -> ThreadPoolExecutor:
+        executor = self._executor
+        if executor is None or self._pid != os.getpid():
+            # A child process after fork inherits no threads: start its own workers.
+            self._pid = os.getpid()
+            executor = self._executor = ThreadPoolExecutor(
+                max_workers=self.max_workers, thread_name_prefix="fb-store"
+            )
+            _janitor.start()
+        return executor
+
+    def finished(self) -> None:
+        """Wait until every background task has ended, then raise what failed.
+
+        Each error collected since the last call is raised once: a single error as itself,
+        several as an `ExceptionGroup`. Draining is not shutting down: the store stays usable.
+
+        Raises:
+            Exception: the background error(s) collected since the last call.
+        """
+        _janitor.flush().result()
+        with self._idle:
+            while self._tasks:
+                self._idle.wait()
+        self._raise_errors()
+
+    async def afinished(self) -> None:
+        """Async twin of `finished`: waits without blocking the event loop."""
+        await asyncio.wrap_future(_janitor.flush())
+        while True:
+            with self._lock:
+                if not self._tasks:
+                    break
+                waiter: Future[None] = Future()
+                self._idle_waiters.append(waiter)
+            await asyncio.wrap_future(waiter)
+        self._raise_errors()
+
+    def _raise_errors(self) -> None:
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup(f"{len(errors)} background errors in {self!r}", errors)
+
+    def close(self) -> None:
+        """Drain background work, delete the blobs still referenced, release the backend.
+
+        Idempotent. Handles of this store cannot load or write afterwards. Background errors
+        collected before closing are raised, after the store is closed.
+        """
+        if self._shared.closed:
+            return
+        try:
+            _janitor.flush().result()
+            with self._idle:
+                while self._tasks:
+                    self._idle.wait()
+                self._shared.closed = True
+                leftover, self._refs = list(self._refs), {}
+                self._shared.live_blobs = 0
+            # Blobs of handles still alive are unreachable once the store is closed: the
+            # cache tier is temporary, so they are removed now rather than left as litter.
+            for key in leftover:
+                try:
+                    self.strategy.delete(key)
+                except Exception as exc:
+                    self._collect(exc)
+            if self._executor is not None and self._pid == os.getpid():
+                self._executor.shutdown(wait=True)
+            self._executor = None
+        finally:
+            self._shared.closed = True
+            self.strategy.close()
+        self._raise_errors()
+
+    async def aclose(self) -> None:
+        """Async twin of `close`."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> BackingStore[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> BackingStore[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """Run ``fn`` on a worker thread; its outcome belongs to the returned future.
+
+        `finished` waits for it, but does not collect its error: the future's owner does.
+        """
+        return self._submit(False, fn, *args, **kwargs)
+
+    def submit_background(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Future[R]:
+        """Run ``fn`` on a worker thread; an exception it raises is collected for `finished`."""
+        return self._submit(True, fn, *args, **kwargs)
+
+    def _submit(
+        self, collect: bool, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Future[R]:
+        with self._lock:
+            self.check_open()
+            self._tasks += 1
+        try:
+            return self._get_executor().submit(self._run_task, collect, fn, *args, **kwargs)
+        except BaseException:
+            self._task_done()
+            raise
+
+    def _run_task(
+        self, collect: bool, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            if collect:
+                self._collect(exc)
+            raise
+        finally:
+            self._task_done()
+
+    def _task_done(self) -> None:
+        waiters: list[Future[None]] = []
+        with self._lock:
+            self._tasks -= 1
+            if not self._tasks:
+                self._idle.notify_all()
+                waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            waiter.set_result(None)
+
+    def _collect(self, exc: BaseException) -> None:
+        """Record a background error and tell ``on_error``; never raises."""
+        with self._lock:
+            self._errors.append(exc)
+        _log.error("fb: background error: %s", exc, exc_info=exc)
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                _log.exception("fb: on_error callback failed")
+
+    def report(self, exc: BaseException) -> None:
+        """Collect ``exc`` as a background error (for `finished` and ``on_error``)."""
+        self._collect(exc)
+
+    @property
+    def pending_errors(self) -> int:
+        """How many background errors wait to be raised by `finished`."""
+        return len(self._errors)
+
+    @property
+    def pending_tasks(self) -> int:
+        """How many background tasks are queued or running."""
+        return self._tasks
+
+    # -- blob references -------------------------------------------------------------------
+
+    def add_ref(self, key: UUID) -> None:
+        """Count one more handle referencing blob ``key`` (a fresh write or a register)."""
+        with self._lock:
+            self._refs[key] = self._refs.get(key, 0) + 1
+            self._shared.live_blobs = len(self._refs)
+
+    def release(self, key: UUID) -> None:
+        """Drop one reference to blob ``key``; delete the blob when none is left."""
+        with self._lock:
+            count = self._refs.get(key, 0) - 1
+            if count > 0:
+                self._refs[key] = count
+                return
+            self._refs.pop(key, None)
+            self._shared.live_blobs = len(self._refs)
+            if self._shared.closed:
+                return  # close() deleted it already
+        self.delete_blob(key)
+
+    def delete_blob(self, key: UUID) -> None:
+        """Delete blob ``key`` in the background, whatever references it."""
+        try:
+            self.submit_background(self.strategy.delete, key)
+        except StoreClosedError:
+            return
+
+    def refcount(self, key: UUID) -> int:
+        """Return how many handles reference blob ``key``."""
+        return self._refs.get(key, 0)
+
+    def blob_keys(self) -> frozenset[UUID]:
+        """Return the keys of every blob this store references."""
+        with self._lock:
+            return frozenset(self._refs)

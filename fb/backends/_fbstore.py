@@ -1,0 +1,334 @@
+"""FBStore: blobs as files under a PreparedPath, encoded by a Codec."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import secrets
+import threading
+from typing import IO, Any, Generic, TypeVar
+from uuid import UUID
+
+from .._blob import (
+    TRAILER,
+    ChecksumReader,
+    ChecksumWriter,
+    decode_trailer,
+    encode_trailer,
+    read_header,
+    write_header,
+)
+from ..codecs import get_codec
+from ..exceptions import (
+    BlobNotFoundError,
+    CodecError,
+    CorruptBlobError,
+    FbError,
+    StoreLockedError,
+)
+from ..typing import Codec
+from ._prepared_path import SHARDS, PreparedPath
+
+__all__ = ["FBStore"]
+
+T = TypeVar("T")
+
+_log = logging.getLogger("fb")
+
+LOCK_NAME = ".fb-lock"
+_BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
+_TEMP_NAME = re.compile(r"^\.[0-9a-f]{32}\.[0-9a-f]+\.tmp$")
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _with_path(exc: OSError, path: str) -> OSError:
+    """Return ``exc`` with ``path`` in its message (the same OSError subclass)."""
+    if exc.filename is not None:
+        return exc
+    new = type(exc)(exc.errno or errno.EIO, exc.strerror or str(exc), path)
+    new.__cause__ = exc
+    return new
+
+
+class _IOFailure(Exception):
+    """Marks an OSError that came from the blob file itself, not from the codec."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+class _GuardedWriter(ChecksumWriter):
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            raise _IOFailure(exc) from exc
+
+
+class FBStore(Generic[T]):
+    """A `Strategy` that keeps each blob as one file, ``root/xx/<32 hex>``, on a filesystem.
+
+    On the local filesystem a blob is written under a temporary name in its shard and
+    renamed into place, so it is visible only complete. The cache directory is owned by one
+    store at a time: an advisory ``flock`` on ``root/.fb-lock`` (works across processes), and
+    leftovers of an earlier owner (blobs and temporary files, never other names) are swept
+    when the store opens.
+
+    Every blob carries fb's header (magic, format version, codec name) and trailer (payload
+    length, CRC-32); a blob that fails them raises `CorruptBlobError` naming the key and path,
+    and a blob written by another codec raises `CodecError` naming both codecs.
+
+    Args:
+        codec: a `Codec` or a codec name such as ``"pickle"``.
+        path: a `PreparedPath`, a local path, or a URL.
+        sweep: delete leftovers of an earlier owner on open (default True).
+
+    Notes:
+        Thread-safe: every method may be called from several threads at once. Every method
+        but ``__init__`` and `close` does blocking I/O.
+    """
+
+    def __init__(
+        self,
+        codec: Codec[T] | str,
+        path: PreparedPath | str | os.PathLike[str],
+        *,
+        sweep: bool = True,
+    ) -> None:
+        self.codec: Codec[T] = get_codec(codec)
+        self.path = path if isinstance(path, PreparedPath) else PreparedPath(path)
+        self._lock_fd: int | None = None
+        self._close_lock = threading.Lock()
+        self.path.prepare()
+        if self.path.is_local:
+            self._lock_fd = self._acquire_lock()
+            if sweep:
+                self.sweep()
+
+    def __repr__(self) -> str:
+        return f"FBStore({self.codec!r}, {self.path!r})"
+
+    # -- ownership -------------------------------------------------------------------------
+
+    def _acquire_lock(self) -> int:
+        lock_path = f"{self.path.root}/{LOCK_NAME}"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLockedError(
+                f"cache directory {self.path.root} is owned by another live store "
+                f"(lock file {lock_path}); close that store or use another directory"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def sweep(self) -> int:
+        """Delete blobs and temporary files left by an earlier owner; return how many.
+
+        Only names fb writes are touched; anything else in the directory is left alone.
+        """
+        removed = 0
+        for shard in SHARDS:
+            shard_dir = f"{self.path.root}/{shard}"
+            try:
+                names = os.listdir(shard_dir)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if _BLOB_NAME.match(name) or _TEMP_NAME.match(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{shard_dir}/{name}")
+                        removed += 1
+        if removed:
+            _log.info("fb: swept %d leftover file(s) from %s", removed, self.path.root)
+        return removed
+
+    def close(self) -> None:
+        """Release the cache directory's lock. Idempotent."""
+        with self._close_lock:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = None
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    def blob_path(self, key: UUID) -> str:
+        """Return where blob ``key`` lives."""
+        return self.path.blob_path(key)
+
+    def store(self, key: UUID, value: T) -> int:
+        """Encode ``value`` as blob ``key``; return the blob's size in bytes.
+
+        Raises:
+            CodecError: the codec cannot encode the value (nothing is left on storage).
+            OSError: storage failed; the message names the path.
+        """
+        final = self.path.blob_path(key)
+        if not self.path.is_local:
+            return self._store_fs(key, value, final)
+        tmp = f"{self.path.shard_dir(key)}/.{key.hex}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _with_path(exc, tmp) from exc
+        try:
+            with open(fd, "wb") as file:
+                size = self._encode(key, value, file, final)
+            os.replace(tmp, final)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError) and not isinstance(exc, FbError):
+                raise _with_path(exc, final) from exc
+            raise
+        return size
+
+    def _store_fs(self, key: UUID, value: T, final: str) -> int:
+        fs = self.path.fs
+        tmp = f"{self.path.shard_dir(key)}/.{key.hex}.{secrets.token_hex(4)}.tmp"
+        try:
+            with fs.open(tmp, "wb") as file:
+                size = self._encode(key, value, file, final)
+            fs.mv(tmp, final)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                fs.rm(tmp)
+            if isinstance(exc, OSError) and not isinstance(exc, FbError):
+                raise _with_path(exc, final) from exc
+            raise
+        return size
+
+    def _encode(self, key: UUID, value: T, file: IO[bytes], final: str) -> int:
+        header = write_header(file, self.codec.name)
+        writer = _GuardedWriter(file)
+        try:
+            self.codec.dump(value, writer)
+        except _IOFailure as failure:
+            raise _with_path(failure.exc, final) from failure.exc
+        except Exception as exc:
+            raise CodecError(
+                f"cannot encode a {type(value).__name__}: {exc}",
+                codec=self.codec.name,
+                key=key,
+            ) from exc
+        file.write(encode_trailer(writer.length, writer.crc))
+        return header + writer.length + TRAILER.size
+
+    def load(self, key: UUID) -> T:
+        """Decode blob ``key``.
+
+        Raises:
+            BlobNotFoundError: there is no blob ``key``.
+            CorruptBlobError: the blob is truncated, altered or not an fb blob.
+            CodecError: the blob was written by another codec, or the codec failed on
+                intact bytes.
+            OSError: storage failed; the message names the path.
+        """
+        path = self.path.blob_path(key)
+        try:
+            if self.path.is_local:
+                file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed below
+            else:
+                file = self.path.fs.open(path, "rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(
+                errno.ENOENT, f"no blob for key {key.hex} (was it deleted?)", path
+            ) from exc
+        except OSError as exc:
+            raise _with_path(exc, path) from exc
+        with file:
+            try:
+                return self._decode(key, file, path)
+            except (CorruptBlobError, CodecError):
+                raise
+            except OSError as exc:
+                raise _with_path(exc, path) from exc
+
+    def _decode(self, key: UUID, file: IO[bytes], path: str) -> T:
+        if self.path.is_local:
+            size = os.fstat(file.fileno()).st_size
+        else:
+            size = int(self.path.fs.size(path))
+        try:
+            header = read_header(file)
+        except CorruptBlobError as exc:
+            raise CorruptBlobError(str(exc), key=key, path=path) from exc
+        if header.codec != self.codec.name:
+            raise CodecError(
+                f"blob was written by codec {header.codec!r} and cannot be read by "
+                f"codec {self.codec.name!r}",
+                codec=self.codec.name,
+                key=key,
+                path=path,
+            )
+        payload = size - header.size - TRAILER.size
+        if payload < 0:
+            raise CorruptBlobError(f"blob is truncated: {size} bytes", key=key, path=path)
+        file.seek(size - TRAILER.size)
+        try:
+            length, crc = decode_trailer(file.read(TRAILER.size))
+        except CorruptBlobError as exc:
+            raise CorruptBlobError(str(exc), key=key, path=path) from exc
+        if length != payload:
+            raise CorruptBlobError(
+                f"blob is truncated or padded: trailer says {length} payload bytes, "
+                f"the file holds {payload}",
+                key=key,
+                path=path,
+            )
+        file.seek(header.size)
+        reader = ChecksumReader(file, payload)
+        try:
+            value = self.codec.load(reader)
+        except Exception as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, FbError):
+                raise
+            reader.finish()
+            if reader.crc != crc:
+                raise CorruptBlobError("checksum mismatch", key=key, path=path) from exc
+            raise CodecError(
+                f"cannot decode an intact blob: {exc}", codec=self.codec.name, key=key, path=path
+            ) from exc
+        left = reader.finish()
+        if reader.crc != crc:
+            raise CorruptBlobError("checksum mismatch", key=key, path=path)
+        if left:
+            raise CodecError(
+                f"codec stopped {left} bytes before the end of its payload",
+                codec=self.codec.name,
+                key=key,
+                path=path,
+            )
+        return value
+
+    def delete(self, key: UUID) -> None:
+        """Delete blob ``key``; a blob that is already gone is not an error."""
+        path = self.path.blob_path(key)
+        if self.path.is_local:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise _with_path(exc, path) from exc
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.fs.rm_file(path)
+
+    def exists(self, key: UUID) -> bool:
+        """Return whether blob ``key`` is on storage."""
+        path = self.path.blob_path(key)
+        if self.path.is_local:
+            return os.path.exists(path)
+        return bool(self.path.fs.exists(path))

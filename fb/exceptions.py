@@ -1,0 +1,130 @@
+"""Every error fb raises on purpose.
+
+Each class also inherits the builtin exception it means, so code that already catches
+``ValueError`` or ``OSError`` keeps working::
+
+    FbError
+    ├── CorruptBlobError(FbError, ValueError)     a blob fails its header or checksum check
+    ├── CodecError(FbError, ValueError)           a codec cannot encode/decode, or codecs differ
+    ├── InvalidKeyError(FbError, ValueError)      a key that is not a UUID
+    ├── PluginNotFoundError(FbError, LookupError) an unknown codec or backend name
+    ├── BlobNotFoundError(FbError, FileNotFoundError)  a blob that should exist does not
+    ├── StoreClosedError(FbError, RuntimeError)   the BackingStore was closed
+    ├── HandleClosedError(FbError, RuntimeError)  the Fb handle was closed
+    └── StoreLockedError(FbError, RuntimeError)   another live store owns the cache directory
+
+Errors raised by storage itself (disk full, permission denied) pass through as the
+``OSError`` subclass they are, with the path in the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+__all__ = [
+    "BlobNotFoundError",
+    "CodecError",
+    "CorruptBlobError",
+    "FbError",
+    "HandleClosedError",
+    "InvalidKeyError",
+    "PluginNotFoundError",
+    "StoreClosedError",
+    "StoreLockedError",
+]
+
+
+class FbError(Exception):
+    """Root of every error fb raises on purpose."""
+
+
+class CorruptBlobError(FbError, ValueError):
+    """A blob failed its integrity check: bad magic, truncated, or a checksum mismatch.
+
+    Attributes:
+        key: the blob's key, when known.
+        path: where the blob lives.
+    """
+
+    def __init__(self, message: str, *, key: UUID | None = None, path: str | None = None):
+        self.key = key
+        self.path = path
+        where = []
+        if key is not None:
+            where.append(f"key {key.hex}")
+        if path is not None:
+            where.append(f"at {path}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class CodecError(FbError, ValueError):
+    """A codec could not encode or decode a value, or a blob was written by another codec.
+
+    Attributes:
+        codec: the name of the codec involved.
+        key: the blob's key, when known.
+        path: where the blob lives, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        codec: str | None = None,
+        key: UUID | None = None,
+        path: str | None = None,
+    ):
+        self.codec = codec
+        self.key = key
+        self.path = path
+        where = []
+        if codec is not None:
+            where.append(f"codec {codec!r}")
+        if key is not None:
+            where.append(f"key {key.hex}")
+        if path is not None:
+            where.append(f"at {path}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class InvalidKeyError(FbError, ValueError):
+    """A key that is neither a ``uuid.UUID`` nor 32 hexadecimal digits."""
+
+
+class PluginNotFoundError(FbError, LookupError):
+    """An unknown codec or backend name; the message lists what is available.
+
+    Attributes:
+        name: the name that was asked for.
+        available: the names that are registered.
+    """
+
+    def __init__(self, kind: str, name: str, available: Iterable[str], hint: str = ""):
+        self.name = name
+        self.available = tuple(sorted(available))
+        listing = ", ".join(self.available) or "none"
+        message = f"unknown {kind} {name!r}; available: {listing}"
+        if hint:
+            message = f"{message}. {hint}"
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        # LookupError's str() would show the repr of the args tuple.
+        return str(self.args[0])
+
+
+class BlobNotFoundError(FbError, FileNotFoundError):
+    """A blob that a handle refers to is missing from storage."""
+
+
+class StoreClosedError(FbError, RuntimeError):
+    """The BackingStore was closed; no further storage work is possible."""
+
+
+class HandleClosedError(FbError, RuntimeError):
+    """The Fb handle was closed; its value is gone."""
+
+
+class StoreLockedError(FbError, RuntimeError):
+    """Another live store (in this or another process) owns the cache directory."""

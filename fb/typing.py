@@ -1,0 +1,76 @@
+"""The interfaces fb is built on.
+
+They are structural (``typing.Protocol``): a plugin satisfies them by having the methods,
+without importing fb. In prose we call them *interfaces*; "protocol" means a URL scheme in
+the fsspec world.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Protocol, TypeVar, runtime_checkable
+from uuid import UUID
+
+__all__ = ["BackingStoreT", "Codec", "Strategy"]
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class Codec(Protocol[T]):
+    """Turns values into a byte stream and back.
+
+    A codec streams: ``dump`` writes to a binary file object and ``load`` reads from one,
+    so a large value is never held twice in memory. ``name`` is stable: it goes into every
+    blob's header and a blob written by one codec is refused by another.
+
+    Notes:
+        A codec must be safe to call from several threads at once.
+    """
+
+    @property
+    def name(self) -> str:
+        """A short stable name, at most 255 bytes of UTF-8 (e.g. ``"pickle"``)."""
+        ...
+
+    def dump(self, value: T, file: IO[bytes]) -> None:
+        """Write ``value`` to ``file``."""
+        ...
+
+    def load(self, file: IO[bytes]) -> T:
+        """Read one value from ``file``, which holds exactly what ``dump`` wrote."""
+        ...
+
+
+@runtime_checkable
+class BackingStoreT(Protocol):
+    """Low-level blob storage by key: the part of a backend that does not know ``T``.
+
+    Notes:
+        Every method may block on I/O; the `BackingStore` calls them from worker threads or
+        from the caller's thread, never while it holds a lock. They must be thread-safe.
+    """
+
+    def delete(self, key: UUID) -> None:
+        """Remove the blob stored under ``key``; a missing blob is not an error."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (locks, connections). Idempotent."""
+        ...
+
+
+@runtime_checkable
+class Strategy(BackingStoreT, Protocol[T]):
+    """A `BackingStoreT` that also knows how to store and load values of type ``T``."""
+
+    def store(self, key: UUID, value: T) -> int:
+        """Write ``value`` as the blob ``key``; return the number of bytes written.
+
+        The blob must become visible only complete: a crash or an error leaves either no
+        blob or the whole one.
+        """
+        ...
+
+    def load(self, key: UUID) -> T:
+        """Read the blob ``key`` back into a value."""
+        ...
