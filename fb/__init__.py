@@ -9,6 +9,9 @@ from importlib.metadata import PackageNotFoundError, version
 from ._handle import Fb as Fb
 from ._handle import ReadGuard as ReadGuard
 from ._handle import WriteGuard as WriteGuard
+from ._persist import TrackedPath as TrackedPath
+from ._persist import asave as asave
+from ._persist import save as save
 from ._pool import FBPool as FBPool
 from ._sizeof import default_sizeof as default_sizeof
 from ._stats import PoolStatistics as PoolStatistics
@@ -25,7 +28,10 @@ __all__ = [
     "Fb",
     "PoolStatistics",
     "ReadGuard",
+    "TrackedPath",
     "WriteGuard",
     "__version__",
+    "asave",
     "default_sizeof",
+    "save",
 ]

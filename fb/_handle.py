@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import weakref
@@ -12,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
 from . import _janitor
-from ._pool import _MISSING, _Batch, _Entry, _wait
+from ._entry import MISSING, Batch, Entry, wait
 
 if TYPE_CHECKING:
+    from ._persist import TrackedPath
     from ._pool import FBPool
 
 __all__ = ["Fb", "ReadGuard", "WriteGuard"]
@@ -39,7 +41,7 @@ class Fb(Generic[T]):
 
     __slots__ = ("__weakref__", "_entry", "_finalizer", "_pool")
 
-    def __init__(self, pool: FBPool[T], entry: _Entry) -> None:
+    def __init__(self, pool: FBPool[T], entry: Entry) -> None:
         self._pool = pool
         self._entry = entry
         # A finalizer runs at any allocation on any thread, possibly while a pool lock is
@@ -52,8 +54,8 @@ class Fb(Generic[T]):
         if entry.closed:
             state = "closed"
         else:
-            state = "resident" if entry.value is not _MISSING else "stored"
-            state += " clean" if entry.blob else (" dirty" if entry.value is not _MISSING else "")
+            state = "resident" if entry.value is not MISSING else "stored"
+            state += " clean" if entry.blob else (" dirty" if entry.value is not MISSING else "")
             if entry.readers:
                 state += f" readers={entry.readers}"
             if entry.writer:
@@ -80,7 +82,7 @@ class Fb(Generic[T]):
     @property
     def resident(self) -> bool:
         """True when the value is in memory right now."""
-        return self._entry.value is not _MISSING
+        return self._entry.value is not MISSING
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -112,7 +114,7 @@ class Fb(Generic[T]):
         "Busy" is a write guard held, or an eviction write in flight.
         """
         value = self._try(False)
-        return None if value is _MISSING else ReadGuard(self, value)
+        return None if value is MISSING else ReadGuard(self, value)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -141,15 +143,15 @@ class Fb(Generic[T]):
     def try_load_mut(self) -> WriteGuard[T] | None:
         """Return a write guard if the value is in memory and nobody uses it, else None."""
         value = self._try(True)
-        return None if value is _MISSING else WriteGuard(self)
+        return None if value is MISSING else WriteGuard(self)
 
     def _try(self, write: bool) -> Any:
         pool, entry = self._pool, self._entry
-        batch = _Batch()
+        batch = Batch()
         with pool._lock:
             pool._check_usable(entry)
             value = pool._try_acquire(entry, write, batch)
-            if value is not _MISSING:
+            if value is not MISSING:
                 pool._n["hits"] += 1
         pool._after(batch)
         return value
@@ -185,14 +187,56 @@ class Fb(Generic[T]):
             if step is None:
                 return
             if isinstance(step, Future):
-                await _wait(step)
+                await wait(step)
                 continue
-            await _wait(pool.store.submit(_write, pool, entry, *step))
+            await wait(pool.store.submit(_write, pool, entry, *step))
             return
 
     def spawn_write_now(self) -> Future[None]:
-        """Start `write_now` on a worker thread; the future holds its outcome."""
-        return self._pool.store.submit(self.write_now)
+        """Start `write_now` in the background; the future holds its outcome."""
+        return self._pool.store.spawn(self.write_now)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def persist(self, tracked: TrackedPath) -> UUID:
+        """Place the item's blob in the durable location ``tracked``; return its key.
+
+        Writes the blob first if the item has none, then links it there (a hard link on the
+        same local device; a fsynced copy renamed into place otherwise). Idempotent per
+        location. Durable after the next `BackingStore.fsync` of ``tracked``.
+
+        Raises:
+            ForeignLocationError: ``tracked`` belongs to something else.
+            CodecError: the value cannot be encoded.
+            OSError: the location cannot be written; nothing is left half-done.
+        """
+        pool, entry = self._pool, self._entry
+        store = pool.store
+        tracked._check_store(store)
+        while True:
+            with pool._lock:
+                pool._check_usable(entry)
+                key = entry.key
+                if entry.blob:
+                    # Hold a reference so a concurrent load_mut or close cannot delete the
+                    # blob while it is being linked.
+                    store.add_ref(key)
+                    break
+            self.write_now()
+        try:
+            if key not in tracked:
+                tracked._added(key, store.strategy.persist(key, tracked.path))
+        finally:
+            store.release(key)
+        return key
+
+    async def apersist(self, tracked: TrackedPath) -> UUID:
+        """Async twin of `persist`."""
+        return await asyncio.to_thread(self.persist, tracked)
+
+    def spawn_persist(self, tracked: TrackedPath) -> Future[UUID]:
+        """Start `persist` in the background; the future holds the key or the error."""
+        return self._pool.store.spawn(self.persist, tracked)
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -216,7 +260,7 @@ class Fb(Generic[T]):
         self.close()
 
 
-def _write(pool: FBPool[Any], entry: _Entry, key: UUID, value: Any) -> None:
+def _write(pool: FBPool[Any], entry: Entry, key: UUID, value: Any) -> None:
     """Write ``value`` as blob ``key`` for ``entry`` (blocking); raise what fails."""
     start = time.perf_counter()
     try:

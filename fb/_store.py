@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
 from uuid import UUID
 
 import attrs
@@ -19,6 +19,10 @@ import attrs
 from . import _janitor
 from .exceptions import StoreClosedError
 from .typing import Strategy
+
+if TYPE_CHECKING:
+    from ._persist import TrackedPath
+    from .backends import PreparedPath
 
 __all__ = ["BackingStore"]
 
@@ -29,6 +33,7 @@ P = ParamSpec("P")
 _log = logging.getLogger("fb")
 
 DEFAULT_MAX_WORKERS = 4
+_STRIPES = 64
 
 
 @attrs.define(eq=False)
@@ -79,6 +84,8 @@ class BackingStore(Generic[T]):
     _idle_waiters: list[Future[None]]
     _errors: list[BaseException]
     _executor: ThreadPoolExecutor | None
+    _spawner: ThreadPoolExecutor | None
+    _stripes: tuple[threading.Lock, ...]
     _pid: int
     _shared: _Shared
 
@@ -105,6 +112,8 @@ class BackingStore(Generic[T]):
         self._idle_waiters = []
         self._errors = []
         self._executor = None
+        self._spawner = None
+        self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
         self._pid = os.getpid()
         self._shared = _Shared()
         weakref.finalize(self, _warn_unclosed, self._shared, f"BackingStore({strategy!r})")
@@ -129,16 +138,34 @@ class BackingStore(Generic[T]):
         if self._shared.closed:
             raise StoreClosedError(f"{self!r} is closed")
 
+    def _after_fork(self) -> None:
+        # A child process after fork inherits no threads and possibly held locks.
+        self._pid = os.getpid()
+        self._executor = self._spawner = None
+        self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
+        _janitor.start()
+
     def _get_executor(self) -> ThreadPoolExecutor:
+        if self._pid != os.getpid():
+            self._after_fork()
         executor = self._executor
-        if executor is None or self._pid != os.getpid():
-            # A child process after fork inherits no threads: start its own workers.
-            self._pid = os.getpid()
+        if executor is None:
             executor = self._executor = ThreadPoolExecutor(
                 max_workers=self.max_workers, thread_name_prefix="fb-store"
             )
-            _janitor.start()
         return executor
+
+    def _get_spawner(self) -> ThreadPoolExecutor:
+        if self._pid != os.getpid():
+            self._after_fork()
+        spawner = self._spawner
+        if spawner is None:
+            # Composite operations (spawn_persist, spawn_write_now) may wait for work that
+            # needs a store worker; they run here so they never occupy one.
+            spawner = self._spawner = ThreadPoolExecutor(
+                max_workers=max(8, 2 * self.max_workers), thread_name_prefix="fb-spawn"
+            )
+        return spawner
 
     def finished(self) -> None:
         """Wait until every background task has ended, then raise what failed.
@@ -198,9 +225,11 @@ class BackingStore(Generic[T]):
                     self.strategy.delete(key)
                 except Exception as exc:
                     self._collect(exc)
-            if self._executor is not None and self._pid == os.getpid():
-                self._executor.shutdown(wait=True)
-            self._executor = None
+            if self._pid == os.getpid():
+                for executor in (self._spawner, self._executor):
+                    if executor is not None:
+                        executor.shutdown(wait=True)
+            self._executor = self._spawner = None
         finally:
             self._shared.closed = True
             self.strategy.close()
@@ -237,9 +266,22 @@ class BackingStore(Generic[T]):
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Run ``fn`` on a worker thread; its outcome belongs to the returned future.
 
-        `finished` waits for it, but does not collect its error: the future's owner does.
+        ``fn`` must never wait for other background work (a worker waiting for a queued task
+        can deadlock the pool); use `spawn` for that. `finished` waits for it, but does not
+        collect its error: the future's owner does.
         """
         return self._submit(False, fn, *args, **kwargs)
+
+    def spawn(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """Run ``fn``, which may wait for background work, on a thread outside the workers."""
+        with self._lock:
+            self.check_open()
+            self._tasks += 1
+        try:
+            return self._get_spawner().submit(self._run_task, False, fn, *args, **kwargs)
+        except BaseException:
+            self._task_done()
+            raise
 
     def submit_background(
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -328,11 +370,45 @@ class BackingStore(Generic[T]):
         self.delete_blob(key)
 
     def delete_blob(self, key: UUID) -> None:
-        """Delete blob ``key`` in the background, whatever references it."""
+        """Delete blob ``key`` in the background unless it is referenced again by then."""
         try:
-            self.submit_background(self.strategy.delete, key)
+            self.submit_background(self._delete, key)
         except StoreClosedError:
             return
+
+    def _stripe(self, key: UUID) -> threading.Lock:
+        return self._stripes[key.int % _STRIPES]
+
+    def _delete(self, key: UUID) -> None:
+        # The stripe lock orders this delete with a register of the same key: a key that
+        # was registered again after its last release keeps its blob.
+        with self._stripe(key):
+            if key in self._refs:
+                return
+            self.strategy.delete(key)
+
+    def retain_registered(self, key: UUID, location: PreparedPath) -> bool:
+        """Reference blob ``key``, bringing it from ``location`` into the cache if needed.
+
+        Two registrations of one key share one cache blob. Returns False if ``location``
+        holds no blob ``key``.
+        """
+        with self._lock:
+            self.check_open()
+            if key in self._refs:
+                self._refs[key] += 1
+                return True
+        with self._stripe(key):
+            with self._lock:
+                if key in self._refs:
+                    self._refs[key] += 1
+                    return True
+            if not self.strategy.register(key, location):
+                return False
+            with self._lock:
+                self._refs[key] = self._refs.get(key, 0) + 1
+                self._shared.live_blobs = len(self._refs)
+        return True
 
     def refcount(self, key: UUID) -> int:
         """Return how many handles reference blob ``key``."""
@@ -342,3 +418,59 @@ class BackingStore(Generic[T]):
         """Return the keys of every blob this store references."""
         with self._lock:
             return frozenset(self._refs)
+
+    # -- durable locations -----------------------------------------------------------------
+
+    def track_path(self, location: PreparedPath | str | os.PathLike[str]) -> TrackedPath:
+        """Scan a durable location and return a `TrackedPath` that knows its keys.
+
+        Names at the location that fb does not own are never touched; they are logged and
+        listed in `TrackedPath.unknown`.
+
+        Raises:
+            FileNotFoundError: the location does not exist.
+            ForeignLocationError: the location is this store's cache directory.
+        """
+        from ._persist import TrackedPath, as_location
+
+        self.check_open()
+        path = as_location(location)
+        keys, unknown = self.strategy.scan(path)
+        return TrackedPath(self, path, keys, unknown)
+
+    async def atrack_path(self, location: PreparedPath | str | os.PathLike[str]) -> TrackedPath:
+        """Async twin of `track_path`."""
+        return await asyncio.to_thread(self.track_path, location)
+
+    def fsync(self, tracked: TrackedPath) -> None:
+        """The durability barrier: fsync what was persisted to ``tracked`` since the last one.
+
+        Each new file and each directory whose entries changed is fsynced; after this
+        returns, those blobs survive a power loss.
+        """
+        self.check_open()
+        tracked._check_store(self)
+        paths = tracked._take_unsynced()
+        try:
+            self.strategy.fsync(tracked.path, paths)
+        except BaseException:
+            tracked._return_unsynced(paths)
+            raise
+
+    async def afsync(self, tracked: TrackedPath) -> None:
+        """Async twin of `fsync`."""
+        await asyncio.to_thread(self.fsync, tracked)
+
+    def delete_persisted(self, tracked: TrackedPath, key: UUID | str) -> None:
+        """Delete the blob ``key`` from ``tracked`` (handles registered from it keep working)."""
+        from ._persist import parse_key
+
+        key = parse_key(key)
+        self.check_open()
+        tracked._check_store(self)
+        paths = self.strategy.delete_persisted(key, tracked.path)
+        tracked._removed(key, paths)
+
+    async def adelete_persisted(self, tracked: TrackedPath, key: UUID | str) -> None:
+        """Async twin of `delete_persisted`."""
+        await asyncio.to_thread(self.delete_persisted, tracked, key)

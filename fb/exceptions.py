@@ -7,6 +7,7 @@ Each class also inherits the builtin exception it means, so code that already ca
     ├── CorruptBlobError(FbError, ValueError)     a blob fails its header or checksum check
     ├── CodecError(FbError, ValueError)           a codec cannot encode/decode, or codecs differ
     ├── InvalidKeyError(FbError, ValueError)      a key that is not a UUID
+    ├── ForeignLocationError(FbError, ValueError) a persist location fb does not own
     ├── PluginNotFoundError(FbError, LookupError) an unknown codec or backend name
     ├── BlobNotFoundError(FbError, FileNotFoundError)  a blob that should exist does not
     ├── StoreClosedError(FbError, RuntimeError)   the BackingStore was closed
@@ -27,6 +28,7 @@ __all__ = [
     "CodecError",
     "CorruptBlobError",
     "FbError",
+    "ForeignLocationError",
     "HandleClosedError",
     "InvalidKeyError",
     "PluginNotFoundError",
@@ -90,6 +92,10 @@ class CodecError(FbError, ValueError):
 
 class InvalidKeyError(FbError, ValueError):
     """A key that is neither a ``uuid.UUID`` nor 32 hexadecimal digits."""
+
+
+class ForeignLocationError(FbError, ValueError):
+    """A persist location that belongs to something else: another marker, or a cache directory."""
 
 
 class PluginNotFoundError(FbError, LookupError):

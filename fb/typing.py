@@ -7,8 +7,11 @@ the fsspec world.
 
 from __future__ import annotations
 
-from typing import IO, Protocol, TypeVar, runtime_checkable
+from typing import IO, TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from .backends import PreparedPath
 
 __all__ = ["BackingStoreT", "Codec", "Strategy"]
 
@@ -56,6 +59,29 @@ class BackingStoreT(Protocol):
 
     def close(self) -> None:
         """Release what the backend holds (locks, connections). Idempotent."""
+        ...
+
+    def scan(self, location: PreparedPath) -> tuple[set[UUID], list[str]]:
+        """Return the keys persisted at ``location`` and the names there it does not own."""
+        ...
+
+    def persist(self, key: UUID, location: PreparedPath) -> list[str]:
+        """Place blob ``key`` at ``location``; return the paths a later `fsync` must sync.
+
+        Idempotent; the blob becomes visible at ``location`` only complete.
+        """
+        ...
+
+    def register(self, key: UUID, location: PreparedPath) -> bool:
+        """Make blob ``key`` of ``location`` loadable from this backend; False if absent."""
+        ...
+
+    def delete_persisted(self, key: UUID, location: PreparedPath) -> list[str]:
+        """Delete blob ``key`` from ``location``; return the paths to sync."""
+        ...
+
+    def fsync(self, location: PreparedPath, paths: set[str]) -> None:
+        """Make ``paths`` at ``location`` durable (file and directory fsync)."""
         ...
 
 

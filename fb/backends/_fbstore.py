@@ -28,9 +28,11 @@ from ..exceptions import (
     CodecError,
     CorruptBlobError,
     FbError,
+    ForeignLocationError,
     StoreLockedError,
 )
 from ..typing import Codec
+from . import _locations
 from ._prepared_path import SHARDS, PreparedPath
 
 __all__ = ["FBStore"]
@@ -104,6 +106,7 @@ class FBStore(Generic[T]):
         self.path = path if isinstance(path, PreparedPath) else PreparedPath(path)
         self._lock_fd: int | None = None
         self._close_lock = threading.Lock()
+        self._claimed: set[str] = set()
         self.path.prepare()
         if self.path.is_local:
             self._lock_fd = self._acquire_lock()
@@ -332,3 +335,63 @@ class FBStore(Generic[T]):
         if self.path.is_local:
             return os.path.exists(path)
         return bool(self.path.fs.exists(path))
+
+    # -- durable locations -----------------------------------------------------------------
+
+    def scan(self, location: PreparedPath) -> tuple[set[UUID], list[str]]:
+        """Return the keys persisted at ``location`` and the names there fb does not own.
+
+        Raises:
+            FileNotFoundError: the location does not exist.
+            ForeignLocationError: the location is this store's cache directory.
+        """
+        if location == self.path:
+            raise ForeignLocationError(
+                f"{location.url} is this store's cache directory; persist elsewhere"
+            )
+        return _locations.scan(location)
+
+    def persist(self, key: UUID, location: PreparedPath) -> list[str]:
+        """Place blob ``key`` at ``location`` (hard link, else a fsynced copy).
+
+        Returns:
+            Paths whose fsync makes the placement durable (see `fsync`).
+
+        Raises:
+            ForeignLocationError: the location is not fb's (another marker, a cache).
+            OSError: the location cannot be written; nothing is left half-done.
+        """
+        paths: list[str] = []
+        if location.url not in self._claimed:
+            paths += _locations.claim(location)
+            self._claimed.add(location.url)
+        try:
+            paths += _locations.place(self.path, location, key, durable=True)
+        except OSError as exc:
+            if isinstance(exc, FbError):
+                raise
+            raise _with_path(exc, location.blob_path(key)) from exc
+        return paths
+
+    def register(self, key: UUID, location: PreparedPath) -> bool:
+        """Bring blob ``key`` from ``location`` into the cache without decoding it.
+
+        Returns:
+            False if ``location`` holds no blob ``key``.
+        """
+        try:
+            _locations.place(location, self.path, key, durable=False)
+        except FileNotFoundError:
+            if not location.fs.exists(location.blob_path(key)):
+                return False
+            raise
+        return True
+
+    def delete_persisted(self, key: UUID, location: PreparedPath) -> list[str]:
+        """Delete blob ``key`` from ``location``; return the directories to fsync."""
+        return _locations.remove(location, key)
+
+    def fsync(self, location: PreparedPath, paths: set[str]) -> None:
+        """Make ``paths`` (files and directories at ``location``) durable."""
+        if location.is_local:
+            _locations.sync_paths(paths)

@@ -1,0 +1,388 @@
+"""The item state machine of a pool: every transition happens under the pool's lock.
+
+`FBPool` (in ``_pool.py``) is the public surface; this base class holds the decisions:
+offering items for eviction, dropping values, installing loaded values, write-back
+completion, acquiring and releasing pins. I/O never happens under the lock: a step decides
+under the lock, then the caller (or a worker) does the I/O, then another step records the
+outcome and re-checks what changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
+from uuid import UUID, uuid4
+
+from ._entry import MISSING, Batch, Entry, owner, wait
+from ._lru import COLD, HOT, SegmentedLRU
+from ._store import BackingStore
+from .exceptions import HandleClosedError, StoreClosedError
+
+__all__ = ["PoolCore"]
+
+T = TypeVar("T")
+
+
+class PoolCore(Generic[T]):
+    """State transitions of a pool's items (see the module docstring)."""
+
+    __slots__ = ()
+
+    store: BackingStore[T]
+    sizeof: Callable[[Any], int]
+    _lock: threading.Lock
+    _lru: SegmentedLRU[Entry]
+    _n: dict[str, int]
+    _seconds: dict[str, float]
+    _resident_items: int
+    _resident_bytes: int
+    _pending_writes: int
+
+    # -- internals: bookkeeping under the lock ---------------------------------------------
+
+    def _measure(self, value: Any) -> int:
+        size = self.sizeof(value)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise TypeError(
+                f"sizeof {self.sizeof!r} must return an int >= 0, returned {size!r} "
+                f"for a {type(value).__name__}"
+            )
+        return size
+
+    def _after(self, batch: Batch) -> None:
+        """Run what an operation decided under the lock, now that it is released."""
+        for waiter in batch.wake:
+            if not waiter.done():
+                waiter.set_result(None)
+        for fn, args in batch.work:
+            try:
+                self.store.submit(fn, *args)
+            except StoreClosedError:
+                # Only write-backs are queued here; one that cannot start has failed.
+                self._write_done(args[0], args[1], None, 0.0)
+        batch.garbage.clear()  # values dropped from memory die here, outside the lock
+
+    def _wake(self, entry: Entry, batch: Batch) -> None:
+        if entry.waiter is not None:
+            batch.wake.append(entry.waiter)
+            entry.waiter = None
+
+    def _waiter(self, entry: Entry) -> Future[None]:
+        if entry.waiter is None:
+            entry.waiter = Future()
+        return entry.waiter
+
+    def _offer_all(self, entries: Iterable[Entry], batch: Batch) -> None:
+        for entry in entries:
+            self._offer(entry, batch)
+
+    def _offer(self, entry: Entry, batch: Batch) -> None:
+        """Evict ``entry`` if it can leave memory now; otherwise it is re-offered later."""
+        if entry.value is MISSING or entry.closed or entry.writing:
+            return  # not resident, gone, or a write in flight re-checks when it ends
+        if entry.readers or entry.writer or entry.loading or self.store.closed:
+            return  # pinned: re-offered when the last guard goes
+        if entry.blob:
+            self._drop(entry, batch, dirty=False)
+            return
+        entry.writing = True
+        entry.evicting = True
+        self._pending_writes += 1
+        batch.work.append((self._write_back, (entry, entry.key, entry.value)))
+
+    def _drop(self, entry: Entry, batch: Batch, *, dirty: bool) -> None:
+        batch.garbage.append(entry.value)
+        entry.value = MISSING
+        self._resident_items -= 1
+        self._resident_bytes -= entry.size
+        self._n["evictions_dirty" if dirty else "evictions_clean"] += 1
+        if entry in self._lru:
+            self._offer_all(self._lru.set_weight(entry, 0), batch)
+
+    def _install(self, entry: Entry, value: Any, size: int, batch: Batch) -> None:
+        entry.value = value
+        entry.size = size
+        self._resident_items += 1
+        self._resident_bytes += size
+        self._offer_all(self._lru.set_weight(entry, size), batch)
+
+    def _finalize(self, entry: Entry, batch: Batch) -> None:
+        """Remove a closed entry whose last guard is gone."""
+        if entry in self._lru:
+            self._lru.remove(entry)
+        if entry.value is not MISSING:
+            batch.garbage.append(entry.value)
+            entry.value = MISSING
+            self._resident_items -= 1
+            self._resident_bytes -= entry.size
+        if entry.blob and not entry.writing:
+            entry.blob = False
+            self.store.release(entry.key)
+        # A write in flight deletes its blob when it ends (see _write_done).
+        self._wake(entry, batch)
+
+    def _close(self, entry: Entry) -> None:
+        batch = Batch()
+        with self._lock:
+            if entry.closed:
+                return
+            entry.closed = True
+            if not (entry.readers or entry.writer):
+                self._finalize(entry, batch)
+        self._after(batch)
+
+    def _check_usable(self, entry: Entry) -> None:
+        if entry.closed:
+            raise HandleClosedError(f"the handle for key {entry.key.hex} was closed")
+        self.store.check_open()
+
+    # -- internals: writes -----------------------------------------------------------------
+
+    def _write_back(self, entry: Entry, key: UUID, value: Any) -> None:
+        """Worker: write an evicted value; memory is released only if the write succeeded."""
+        start = time.perf_counter()
+        try:
+            nbytes = self.store.strategy.store(key, value)
+        except BaseException as exc:
+            self._write_done(entry, key, None, time.perf_counter() - start)
+            self.store.report(exc)
+            return
+        self._write_done(entry, key, nbytes, time.perf_counter() - start)
+
+    def _write_done(self, entry: Entry, key: UUID, nbytes: int | None, seconds: float) -> None:
+        batch = Batch()
+        with self._lock:
+            evicting = entry.evicting
+            entry.writing = entry.evicting = False
+            self._pending_writes -= 1
+            self._seconds["store"] += seconds
+            if nbytes is None:
+                self._n["write_errors"] += 1
+            else:
+                self._n["stores"] += 1
+                self._n["bytes_written"] += nbytes
+                if entry.closed and not (entry.readers or entry.writer):
+                    # The handle went while its blob was being written: write, then delete.
+                    self.store.delete_blob(key)
+                    self._finalize(entry, batch)
+                else:
+                    entry.blob = True
+                    self.store.add_ref(key)
+                    if (
+                        entry in self._lru
+                        and self._lru.segment(entry) == COLD
+                        and entry.value is not MISSING
+                        and not (entry.readers or entry.writer or entry.loading)
+                        and entry.waiter is None
+                    ):
+                        self._drop(entry, batch, dirty=evicting)
+            self._wake(entry, batch)
+        self._after(batch)
+
+    def _begin_write(self, entry: Entry, batch: Batch) -> None:
+        """Give ``entry`` to a write guard: new key, the old blob reference dropped."""
+        entry.writer = True
+        entry.writer_owner = owner()
+        if entry.blob:
+            entry.blob = False
+            self.store.release(entry.key)
+        entry.key = uuid4()
+
+    def _start_write_now(self, entry: Entry) -> tuple[UUID, Any] | Future[None] | None:
+        """Under the lock: None if a blob exists, a waiter if busy, else what to write."""
+        self._check_usable(entry)
+        if entry.blob:
+            return None
+        if entry.writer or entry.writing or entry.loading:
+            self._check_self_wait(entry)
+            return self._waiter(entry)
+        entry.writing = True
+        self._pending_writes += 1
+        return entry.key, entry.value
+
+    def _check_self_wait(self, entry: Entry) -> None:
+        if entry.writer and entry.writer_owner == owner():
+            raise RuntimeError(
+                f"waiting for the write guard of key {entry.key.hex}, which this same "
+                "thread/task holds: release the guard first"
+            )
+
+    # -- internals: acquiring guards -------------------------------------------------------
+
+    def _try_acquire(self, entry: Entry, write: bool, batch: Batch) -> Any:
+        """Under the lock: pin and return the value, or return `MISSING` (no I/O, no wait)."""
+        value = entry.value
+        if value is MISSING:
+            return MISSING
+        if write:
+            if entry.readers or entry.writer or entry.writing or entry.loading:
+                return MISSING
+            self._begin_write(entry, batch)
+        else:
+            if entry.writer or entry.evicting:
+                return MISSING
+            entry.readers += 1
+        if self._lru.segment(entry) != HOT:
+            self._offer_all(self._lru.touch(entry), batch)
+        return value
+
+    def _acquire_step(
+        self, entry: Entry, write: bool, touched: bool, batch: Batch
+    ) -> tuple[Any, Future[None] | UUID | None]:
+        """Under the lock: one step of a blocking acquire.
+
+        Returns (value, None) when pinned, (MISSING, waiter) to wait, or (MISSING, key)
+        when the caller must load blob ``key`` (``entry.loading`` is then set).
+        """
+        self._check_usable(entry)
+        if not touched and self._lru.segment(entry) != HOT:
+            # Move first, as the crate does: if the caller gives up, the work is not wasted
+            # by an immediate re-eviction.
+            self._offer_all(self._lru.touch(entry), batch)
+        if entry.value is not MISSING:
+            if write:
+                if not (entry.readers or entry.writer or entry.writing or entry.loading):
+                    self._begin_write(entry, batch)
+                    return entry.value, None
+            elif not entry.writer:
+                entry.readers += 1
+                return entry.value, None
+            self._check_self_wait(entry)
+            return MISSING, self._waiter(entry)
+        if entry.loading or entry.writer:
+            return MISSING, self._waiter(entry)
+        entry.loading = True
+        return MISSING, entry.key
+
+    def _load_blob(self, entry: Entry, key: UUID, write: bool) -> Any:
+        """Read blob ``key`` (blocking, this thread), install the value, pin it, return it."""
+        start = time.perf_counter()
+        try:
+            value = self.store.strategy.load(key)
+            size = self._measure(value)
+        except BaseException:
+            batch = Batch()
+            with self._lock:
+                entry.loading = False
+                self._n["load_errors"] += 1
+                self._seconds["load"] += time.perf_counter() - start
+                self._wake(entry, batch)
+            self._after(batch)
+            raise
+        batch = Batch()
+        with self._lock:
+            entry.loading = False
+            self._seconds["load"] += time.perf_counter() - start
+            self._wake(entry, batch)
+            if entry.closed:
+                batch.garbage.append(value)
+                closed = True
+            else:
+                closed = False
+                self._n["loads"] += 1
+                self._n["bytes_loaded"] += size
+                # Pin before installing so the install's cascade cannot evict it.
+                if write:
+                    self._begin_write(entry, batch)
+                else:
+                    entry.readers += 1
+                self._install(entry, value, size, batch)
+        self._after(batch)
+        if closed:
+            raise HandleClosedError(f"the handle for key {key.hex} was closed during its load")
+        return value
+
+    def _acquire_steps(self, entry: Entry, write: bool) -> Generator[Future[None] | UUID, Any, Any]:
+        """The acquire loop shared by `_acquire` and `_aacquire`.
+
+        Yields a future to wait for, or the key of a blob to load (the driver sends the
+        pinned value back); returns the pinned value.
+        """
+        touched = missed = False
+        while True:
+            batch = Batch()
+            with self._lock:
+                value, step = self._acquire_step(entry, write, touched, batch)
+                touched = True
+                if step is None:
+                    self._n["misses" if missed else "hits"] += 1
+                elif isinstance(step, Future):
+                    missed = missed or entry.value is MISSING
+                else:
+                    self._n["misses"] += 1
+            self._after(batch)
+            if step is None:
+                return value
+            loaded = yield step
+            if not isinstance(step, Future):
+                return loaded
+
+    def _acquire(self, entry: Entry, write: bool) -> Any:
+        """Blocking acquire of a read (or write) pin; loads in this thread on a miss."""
+        steps = self._acquire_steps(entry, write)
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, Future):
+                    step.result()
+                    step = steps.send(None)
+                else:
+                    step = steps.send(self._load_blob(entry, step, write))
+        except StopIteration as done:
+            return done.value
+
+    async def _aacquire(self, entry: Entry, write: bool) -> Any:
+        """Async twin of `_acquire`: the load runs on a worker, waits never block the loop."""
+        steps = self._acquire_steps(entry, write)
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, Future):
+                    await wait(step)
+                    step = steps.send(None)
+                    continue
+                job = self.store.submit(self._load_blob, entry, step, write)
+                try:
+                    loaded = await wait(job)
+                except asyncio.CancelledError:
+                    # The load goes on without us; give back the pin it takes for us.
+                    job.add_done_callback(lambda f: f.exception() or self._release(entry, write))
+                    raise
+                step = steps.send(loaded)
+        except StopIteration as done:
+            return done.value
+
+    def _release(self, entry: Entry, write: bool) -> None:
+        """Give back a pin; re-offer the item if it was pushed out while pinned."""
+        size = entry.size
+        error: BaseException | None = None
+        if write and not entry.closed:
+            try:
+                size = self._measure(entry.value)
+            except BaseException as exc:  # the pin is given back all the same
+                error = exc
+        batch = Batch()
+        with self._lock:
+            if write:
+                entry.writer = False
+                entry.writer_owner = None
+            else:
+                entry.readers -= 1
+            if not (entry.readers or entry.writer):
+                if entry.closed:
+                    self._finalize(entry, batch)
+                else:
+                    if write and size != entry.size:
+                        self._resident_bytes += size - entry.size
+                        entry.size = size
+                        self._offer_all(self._lru.set_weight(entry, size), batch)
+                    if self._lru.segment(entry) == COLD:
+                        self._offer(entry, batch)
+            self._wake(entry, batch)
+        self._after(batch)
+        if error is not None:
+            raise error

@@ -1,0 +1,236 @@
+"""Durable locations: scanning, placing blobs by link or copy, and fsync, on any filesystem.
+
+The persist ladder, chosen per pair of locations:
+
+1. same local device: ``os.link`` (no data is copied; blobs are immutable, so sharing an
+   inode is safe);
+2. local, different devices (``EXDEV``) or a filesystem without hard links: copy into a
+   temporary name in the destination shard, ``fsync`` it, rename it into place;
+3. anything else: a streamed copy through fsspec (``fs.cp_file`` within one filesystem).
+
+A blob never becomes visible under its key incomplete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import secrets
+import shutil
+from uuid import UUID
+
+from ..exceptions import ForeignLocationError
+from ._prepared_path import SHARDS, PreparedPath
+
+__all__ = ["MARKER_NAME", "place", "scan", "sync_paths"]
+
+_log = logging.getLogger("fb")
+
+MARKER_NAME = ".fb-persist"
+MARKER_TEXT = b"fb persist location, format 1\n"
+_LOCK_NAME = ".fb-lock"
+_BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
+_TEMP_NAME = re.compile(r"^\.[0-9a-f]{32}\.[0-9a-f]+\.tmp$")
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+
+
+def scan(location: PreparedPath) -> tuple[set[UUID], list[str]]:
+    """Return the keys stored at ``location`` and the names fb does not own there.
+
+    Unknown names are reported, never touched.
+
+    Raises:
+        FileNotFoundError: the location does not exist.
+    """
+    fs, root = location.fs, location.root
+    keys: set[UUID] = set()
+    unknown: list[str] = []
+    if location.is_local:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(errno.ENOENT, "persist location does not exist", root)
+        for name in os.listdir(root):
+            path = f"{root}/{name}"
+            if name in SHARDS and os.path.isdir(path):
+                for blob in os.listdir(path):
+                    if _BLOB_NAME.match(blob) and blob.startswith(name):
+                        keys.add(UUID(hex=blob))
+                    elif not _TEMP_NAME.match(blob):
+                        unknown.append(f"{name}/{blob}")
+            elif name not in (MARKER_NAME, _LOCK_NAME):
+                unknown.append(name)
+    else:
+        if not fs.exists(root):
+            raise FileNotFoundError(errno.ENOENT, "persist location does not exist", location.url)
+        prefix = root.rstrip("/") + "/"
+        for path in fs.find(root):
+            rel = path[len(prefix) :] if path.startswith(prefix) else path
+            shard, _, blob = rel.partition("/")
+            if shard in SHARDS and _BLOB_NAME.match(blob) and blob.startswith(shard):
+                keys.add(UUID(hex=blob))
+            elif rel != MARKER_NAME and not _TEMP_NAME.match(blob):
+                unknown.append(rel)
+    if unknown:
+        _log.warning(
+            "fb: %d name(s) at %s are not fb blobs and are left alone (first: %s)",
+            len(unknown),
+            location.url,
+            unknown[0],
+        )
+    return keys, sorted(unknown)
+
+
+def claim(location: PreparedPath) -> list[str]:
+    """Make sure ``location`` is fb's: create its marker on first use; return paths to sync.
+
+    Raises:
+        ForeignLocationError: the location holds another marker or is a cache directory.
+        OSError: the location cannot be written (e.g. read-only); nothing was changed.
+    """
+    fs, root = location.fs, location.root
+    marker = f"{root}/{MARKER_NAME}"
+    if location.is_local:
+        if os.path.exists(f"{root}/{_LOCK_NAME}"):
+            raise ForeignLocationError(
+                f"{root} is the cache directory of a store, not a persist location"
+            )
+        try:
+            with open(marker, "rb") as file:
+                content = file.read(len(MARKER_TEXT) + 1)
+        except FileNotFoundError:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+            with open(fd, "wb") as file:
+                file.write(MARKER_TEXT)
+                file.flush()
+                os.fsync(file.fileno())
+            return [root]
+    else:
+        try:
+            content = fs.cat_file(marker)
+        except FileNotFoundError:
+            fs.pipe_file(marker, MARKER_TEXT)
+            return []
+    if content != MARKER_TEXT:
+        raise ForeignLocationError(
+            f"{location.url} carries a marker fb did not write ({marker}); refusing to persist there"
+        )
+    return []
+
+
+def _copy_local(src: str, dst: str) -> None:
+    """Copy ``src`` to ``dst`` through a fsynced temporary file renamed into place."""
+    directory, name = os.path.split(dst)
+    tmp = f"{directory}/.{name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(src, "rb") as fsrc:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+            with open(fd, "wb") as fdst:
+                shutil.copyfileobj(fsrc, fdst, 1 << 20)
+                fdst.flush()
+                os.fsync(fdst.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def place(src: PreparedPath, dst: PreparedPath, key: UUID, *, durable: bool) -> list[str]:
+    """Put blob ``key`` of ``src`` into ``dst`` (link, else copy); return paths to sync.
+
+    An existing blob at the destination is left as it is (blobs are immutable).
+
+    Args:
+        src: where the blob is.
+        dst: where it must go.
+        key: the blob.
+        durable: fsync a copy before it is renamed into place (persist yes, cache no).
+
+    Returns:
+        The new file and its directory, for a later `sync_paths`; empty when nothing was
+        done or the destination is not local.
+
+    Raises:
+        FileNotFoundError: ``src`` holds no blob ``key``.
+        OSError: the destination cannot be written; the message names the path.
+    """
+    source = src.blob_path(key)
+    target = dst.blob_path(key)
+    shard = dst.shard_dir(key)
+    if src.is_local and dst.is_local:
+        if os.path.exists(target):
+            return []
+        if not os.path.isdir(shard):
+            os.makedirs(shard, mode=0o700, exist_ok=True)
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            return []
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+            if durable:
+                _copy_local(source, target)
+            else:
+                _copy_nosync(source, target)
+        return [target, shard, dst.root]
+    if dst.fs.exists(target):
+        return []
+    if src.fs is dst.fs or src.fs == dst.fs:
+        src.fs.cp_file(source, target)
+    else:
+        with src.fs.open(source, "rb") as fsrc, dst.fs.open(target, "wb") as fdst:
+            shutil.copyfileobj(fsrc, fdst, 1 << 22)
+    return []
+
+
+def _copy_nosync(src: str, dst: str) -> None:
+    directory, name = os.path.split(dst)
+    tmp = f"{directory}/.{name}.{secrets.token_hex(4)}.tmp"
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def remove(location: PreparedPath, key: UUID) -> list[str]:
+    """Delete blob ``key`` from ``location``; return the directory to sync."""
+    path = location.blob_path(key)
+    if location.is_local:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return [location.shard_dir(key)]
+    with contextlib.suppress(FileNotFoundError):
+        location.fs.rm_file(path)
+    return []
+
+
+def sync_paths(paths: set[str]) -> None:
+    """``fsync`` every file and directory in ``paths`` (files first, then directories).
+
+    Real on every POSIX system: each file's data and each directory's entries reach stable
+    storage, rather than one ``syncfs`` that some systems silently ignore.
+    """
+    files = sorted(p for p in paths if not os.path.isdir(p))
+    dirs = sorted((p for p in paths if os.path.isdir(p)), key=len, reverse=True)
+    for path in files:
+        try:
+            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # deleted since: nothing to make durable
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for path in dirs:
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
