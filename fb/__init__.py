@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._handle import Fb as Fb
 from ._handle import ReadGuard as ReadGuard
 from ._handle import WriteGuard as WriteGuard
+from ._open import open_pool as open_pool
 from ._persist import TrackedPath as TrackedPath
 from ._persist import asave as asave
 from ._persist import save as save
@@ -33,5 +34,6 @@ __all__ = [
     "__version__",
     "asave",
     "default_sizeof",
+    "open_pool",
     "save",
 ]

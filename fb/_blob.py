@@ -1,10 +1,10 @@
-"""The blob format: a small header, the codec's payload, and a trailer.
+r"""The blob format: a small header, the codec's payload, and a trailer.
 
 ::
 
-    header   magic b"\\x93FBB" | version u8 | flags u8 | codec-name length u16 | codec name
+    header   magic b"\x93FBB" | version u8 | flags u8 | codec-name length u16 | codec name
     payload  whatever the codec wrote
-    trailer  payload length u64 | crc32 of the payload u32 | magic b"\\x93FBE"
+    trailer  payload length u64 | crc32 of the payload u32 | magic b"\x93FBE"
 
 All integers are little-endian. The length and checksum sit in a trailer rather than the
 header so a blob can be written in one forward pass to any sink, including object-store

@@ -30,8 +30,6 @@ T = TypeVar("T")
 class PoolCore(Generic[T]):
     """State transitions of a pool's items (see the module docstring)."""
 
-    __slots__ = ()
-
     store: BackingStore[T]
     sizeof: Callable[[Any], int]
     _lock: threading.Lock
@@ -350,11 +348,36 @@ class PoolCore(Generic[T]):
                     loaded = await wait(job)
                 except asyncio.CancelledError:
                     # The load goes on without us; give back the pin it takes for us.
-                    job.add_done_callback(lambda f: f.exception() or self._release(entry, write))
+                    def _unpin(done: Future[Any]) -> None:
+                        if done.exception() is None:
+                            self._release(entry, write)
+
+                    job.add_done_callback(_unpin)
                     raise
                 step = steps.send(loaded)
         except StopIteration as done:
             return done.value
+
+    def _prefetch(self, entry: Entry) -> Future[None] | None:
+        """Start a background load of ``entry`` unless it is resident or being loaded."""
+        with self._lock:
+            if entry.closed or entry.value is not MISSING or entry.loading or entry.writer:
+                return None
+            self.store.check_open()
+            entry.loading = True
+            key = entry.key
+            if self._lru.segment(entry) != HOT:
+                batch = Batch()
+                self._offer_all(self._lru.touch(entry), batch)
+            else:
+                batch = None
+        if batch is not None:
+            self._after(batch)
+        return self.store.submit(self._prefetch_blob, entry, key)
+
+    def _prefetch_blob(self, entry: Entry, key: UUID) -> None:
+        self._load_blob(entry, key, False)
+        self._release(entry, False)
 
     def _release(self, entry: Entry, write: bool) -> None:
         """Give back a pin; re-offer the item if it was pushed out while pinned."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -74,7 +75,6 @@ def owner() -> tuple[int, object]:
     return threading.get_ident(), task
 
 
-
 async def wait(future: Future[R]) -> R:
     """Await a concurrent future without cancelling it when the awaiting task is cancelled.
 
@@ -94,10 +94,9 @@ async def wait(future: Future[R]) -> R:
             view.set_result(done.result())
 
     def _on_done(done: Future[R]) -> None:
-        try:
+        # A closed loop raises RuntimeError: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_copy, done)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
 
     future.add_done_callback(_on_done)
     return await view

@@ -46,7 +46,9 @@ class Fb(Generic[T]):
         self._entry = entry
         # A finalizer runs at any allocation on any thread, possibly while a pool lock is
         # held there: it only queues the close for the janitor thread.
-        self._finalizer = weakref.finalize(self, _janitor.put, functools.partial(pool._close, entry))
+        self._finalizer = weakref.finalize(
+            self, _janitor.put, functools.partial(pool._close, entry)
+        )
         self._finalizer.atexit = False
 
     def __repr__(self) -> str:

@@ -53,7 +53,10 @@ class SegmentedLRU(Generic[K]):
         nbytes = _INF if max_bytes is None else max_bytes
         # Cumulative limits: (items, bytes) of segment 0, then of segments 0 and 1.
         self._limits: tuple[tuple[float, float], tuple[float, float]] = (
-            (items // 2 if max_items is not None else _INF, nbytes // 2 if max_bytes is not None else _INF),
+            (
+                items // 2 if max_items is not None else _INF,
+                nbytes // 2 if max_bytes is not None else _INF,
+            ),
             (items, nbytes),
         )
         self._segs: tuple[OrderedDict[K, int], OrderedDict[K, int], OrderedDict[K, int]] = (

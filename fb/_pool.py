@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid4
@@ -12,7 +13,7 @@ from uuid import UUID, uuid4
 import attrs
 
 from ._core import PoolCore
-from ._entry import MISSING, Batch, Entry
+from ._entry import MISSING, Batch, Entry, wait
 from ._lru import SegmentedLRU
 from ._persist import TrackedPath, parse_key
 from ._sizeof import default_sizeof
@@ -75,6 +76,7 @@ class FBPool(PoolCore[T]):
     _resident_items: int
     _resident_bytes: int
     _pending_writes: int
+    _owns_store: bool
 
     def __init__(
         self,
@@ -115,6 +117,7 @@ class FBPool(PoolCore[T]):
         self._resident_items = 0
         self._resident_bytes = 0
         self._pending_writes = 0
+        self._owns_store = False
 
     def __repr__(self) -> str:
         return (
@@ -224,12 +227,36 @@ class FBPool(PoolCore[T]):
     def close(self) -> None:
         """Close every item still in the pool: values leave memory, blobs are released.
 
-        The store stays open (it may serve other pools). Idempotent.
+        The store stays open (it may serve other pools), unless the pool came from
+        `fb.open_pool`, which gives the pool its own store: then the store is closed too
+        (after its background work drained). Idempotent.
         """
         with self._lock:
             entries = self._lru.order()
         for entry in entries:
             self._close(entry)
+        if self._owns_store:
+            self.store.close()
+
+    def prefetch(self, handles: Iterable[Fb[T]]) -> Future[None]:
+        """Start loading every non-resident handle of ``handles`` in the background.
+
+        The loads run concurrently on the store's workers (several GETs in flight on an
+        object store); each value lands at the front of the order, unpinned. The returned
+        future completes when all loads ended and holds the first error, if any.
+        """
+        jobs: list[Future[None]] = []
+        for handle in handles:
+            if handle._pool is not self:
+                raise ValueError(f"{handle!r} belongs to another pool")
+            job = self._prefetch(handle._entry)
+            if job is not None:
+                jobs.append(job)
+        return _all_done(jobs)
+
+    async def aprefetch(self, handles: Iterable[Fb[T]]) -> None:
+        """Async twin of `prefetch`: waits for the loads without blocking the event loop."""
+        await wait(self.prefetch(handles))
 
     def __enter__(self) -> FBPool[T]:
         return self
@@ -252,3 +279,28 @@ class FBPool(PoolCore[T]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _all_done(jobs: list[Future[None]]) -> Future[None]:
+    """Return a future that completes when every job has, with the first error if any."""
+    done: Future[None] = Future()
+    if not jobs:
+        done.set_result(None)
+        return done
+    left = [len(jobs)]
+    lock = threading.Lock()
+
+    def _one(job: Future[None]) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            errors = [j.exception() for j in jobs if j.exception() is not None]
+            if errors:
+                done.set_exception(errors[0])
+            else:
+                done.set_result(None)
+
+    for job in jobs:
+        job.add_done_callback(_one)
+    return done

@@ -58,6 +58,6 @@ class PoolStatistics:
 
     @property
     def hit_ratio(self) -> float:
-        """hits / (hits + misses), or 0.0 before the first load."""
+        """Hits / (hits + misses), or 0.0 before the first load."""
         total = self.hits + self.misses
         return self.hits / total if total else 0.0

@@ -200,7 +200,7 @@ class BackingStore(Generic[T]):
         if len(errors) == 1:
             raise errors[0]
         if errors:
-            raise ExceptionGroup(f"{len(errors)} background errors in {self!r}", errors)
+            raise BaseExceptionGroup(f"{len(errors)} background errors in {self!r}", errors)
 
     def close(self) -> None:
         """Drain background work, delete the blobs still referenced, release the backend.

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from . import __version__
+from ._handle import Fb
 from ._pool import FBPool
 from ._store import BackingStore
 from .backends import FBStore, PreparedPath
@@ -142,7 +143,7 @@ def demo(
         with BackingStore(strategy, max_workers=workers) as store:
             pool: FBPool[bytes] = FBPool(store, max_bytes=max_bytes)
             payloads = _Payloads(item_bytes, seed)
-            handles = []
+            handles: list[Fb[bytes]] = []
             start = time.perf_counter()
             with click.progressbar(
                 length=count, label="insert", file=None if show else open(os.devnull, "w")
@@ -211,8 +212,7 @@ def demo(
             f"  stores {s['stores']}, loads {s['loads']}, evictions "
             f"{s['evictions_dirty']} dirty + {s['evictions_clean']} clean, "
             f"{s['bytes_written'] / MIB:.0f} MiB written\n"
-            f"  verified {n_reads - bad}/{n_reads} reads"
-            + ("" if not bad else f", {bad} CORRUPT")
+            f"  verified {n_reads - bad}/{n_reads} reads" + ("" if not bad else f", {bad} CORRUPT")
         )
     if bad:
         raise SystemExit(1)

@@ -49,7 +49,7 @@ class CorruptBlobError(FbError, ValueError):
         path: where the blob lives.
     """
 
-    def __init__(self, message: str, *, key: UUID | None = None, path: str | None = None):
+    def __init__(self, message: str, *, key: UUID | None = None, path: str | None = None) -> None:
         self.key = key
         self.path = path
         where = []
@@ -76,7 +76,7 @@ class CodecError(FbError, ValueError):
         codec: str | None = None,
         key: UUID | None = None,
         path: str | None = None,
-    ):
+    ) -> None:
         self.codec = codec
         self.key = key
         self.path = path
@@ -106,7 +106,7 @@ class PluginNotFoundError(FbError, LookupError):
         available: the names that are registered.
     """
 
-    def __init__(self, kind: str, name: str, available: Iterable[str], hint: str = ""):
+    def __init__(self, kind: str, name: str, available: Iterable[str], hint: str = "") -> None:
         self.name = name
         self.available = tuple(sorted(available))
         listing = ", ".join(self.available) or "none"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import logging
 import os
 import re
 import secrets
 import threading
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar, cast
 from uuid import UUID
 
 from .._blob import (
@@ -33,6 +34,7 @@ from ..exceptions import (
 )
 from ..typing import Codec
 from . import _locations
+from ._locations import remote_errors
 from ._prepared_path import SHARDS, PreparedPath
 
 __all__ = ["FBStore"]
@@ -56,7 +58,7 @@ def _with_path(exc: OSError, path: str) -> OSError:
     return new
 
 
-class _IOFailure(Exception):
+class _IOFailureError(Exception):
     """Marks an OSError that came from the blob file itself, not from the codec."""
 
     def __init__(self, exc: OSError) -> None:
@@ -69,7 +71,7 @@ class _GuardedWriter(ChecksumWriter):
         try:
             return super().write(data)
         except OSError as exc:
-            raise _IOFailure(exc) from exc
+            raise _IOFailureError(exc) from exc
 
 
 class FBStore(Generic[T]):
@@ -88,7 +90,8 @@ class FBStore(Generic[T]):
     Args:
         codec: a `Codec` or a codec name such as ``"pickle"``.
         path: a `PreparedPath`, a local path, or a URL.
-        sweep: delete leftovers of an earlier owner on open (default True).
+        sweep: delete leftovers of an earlier owner on open (default: on local disk only;
+            object-store prefixes may be shared, so they are never swept unless asked).
 
     Notes:
         Thread-safe: every method may be called from several threads at once. Every method
@@ -100,7 +103,7 @@ class FBStore(Generic[T]):
         codec: Codec[T] | str,
         path: PreparedPath | str | os.PathLike[str],
         *,
-        sweep: bool = True,
+        sweep: bool | None = None,
     ) -> None:
         self.codec: Codec[T] = get_codec(codec)
         self.path = path if isinstance(path, PreparedPath) else PreparedPath(path)
@@ -110,8 +113,8 @@ class FBStore(Generic[T]):
         self.path.prepare()
         if self.path.is_local:
             self._lock_fd = self._acquire_lock()
-            if sweep:
-                self.sweep()
+        if sweep or (sweep is None and self.path.is_local):
+            self.sweep()
 
     def __repr__(self) -> str:
         return f"FBStore({self.codec!r}, {self.path!r})"
@@ -142,7 +145,17 @@ class FBStore(Generic[T]):
         Only names fb writes are touched; anything else in the directory is left alone.
         """
         removed = 0
-        for shard in SHARDS:
+        if not self.path.is_local:
+            fs = self.path.fs
+            prefix = self.path.root + "/"
+            with remote_errors(self.path.url):
+                for path in fs.find(self.path.root):
+                    shard, _, name = path[len(prefix) :].partition("/")
+                    if shard in SHARDS and (_BLOB_NAME.match(name) or _TEMP_NAME.match(name)):
+                        with contextlib.suppress(FileNotFoundError):
+                            fs.rm_file(path)
+                            removed += 1
+        for shard in SHARDS if self.path.is_local else ():
             shard_dir = f"{self.path.root}/{shard}"
             try:
                 names = os.listdir(shard_dir)
@@ -199,16 +212,35 @@ class FBStore(Generic[T]):
 
     def _store_fs(self, key: UUID, value: T, final: str) -> int:
         fs = self.path.fs
+        url = fs.unstrip_protocol(final)
+        if self.path.is_object_store:
+            # One PUT at close (or a multipart upload completed at close): the object is
+            # visible only complete. On failure the upload is discarded, never committed.
+            with remote_errors(url):
+                file = fs.open(final, "wb")
+            try:
+                size = self._encode(key, value, file, final)
+                with remote_errors(url):
+                    file.close()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    file.discard()
+                file.closed = True  # closing would commit what was written so far
+                if isinstance(exc, OSError) and not isinstance(exc, FbError):
+                    raise _with_path(exc, url) from exc
+                raise
+            return size
         tmp = f"{self.path.shard_dir(key)}/.{key.hex}.{secrets.token_hex(4)}.tmp"
         try:
-            with fs.open(tmp, "wb") as file:
-                size = self._encode(key, value, file, final)
-            fs.mv(tmp, final)
+            with remote_errors(url):
+                with fs.open(tmp, "wb") as file:
+                    size = self._encode(key, value, file, final)
+                fs.mv(tmp, final)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 fs.rm(tmp)
             if isinstance(exc, OSError) and not isinstance(exc, FbError):
-                raise _with_path(exc, final) from exc
+                raise _with_path(exc, url) from exc
             raise
         return size
 
@@ -216,8 +248,8 @@ class FBStore(Generic[T]):
         header = write_header(file, self.codec.name)
         writer = _GuardedWriter(file)
         try:
-            self.codec.dump(value, writer)
-        except _IOFailure as failure:
+            self.codec.dump(value, cast("IO[bytes]", writer))
+        except _IOFailureError as failure:
             raise _with_path(failure.exc, final) from failure.exc
         except Exception as exc:
             raise CodecError(
@@ -242,8 +274,13 @@ class FBStore(Generic[T]):
         try:
             if self.path.is_local:
                 file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed below
+                size = os.fstat(file.fileno()).st_size
             else:
-                file = self.path.fs.open(path, "rb")
+                # One GET for the whole blob: remote reads are bound by requests, not copies.
+                url = self.path.fs.unstrip_protocol(path)
+                with remote_errors(url):
+                    data = self.path.fs.cat_file(path)
+                file, size = io.BytesIO(data), len(data)
         except FileNotFoundError as exc:
             raise BlobNotFoundError(
                 errno.ENOENT, f"no blob for key {key.hex} (was it deleted?)", path
@@ -252,17 +289,13 @@ class FBStore(Generic[T]):
             raise _with_path(exc, path) from exc
         with file:
             try:
-                return self._decode(key, file, path)
+                return self._decode(key, file, size, path)
             except (CorruptBlobError, CodecError):
                 raise
             except OSError as exc:
                 raise _with_path(exc, path) from exc
 
-    def _decode(self, key: UUID, file: IO[bytes], path: str) -> T:
-        if self.path.is_local:
-            size = os.fstat(file.fileno()).st_size
-        else:
-            size = int(self.path.fs.size(path))
+    def _decode(self, key: UUID, file: IO[bytes], size: int, path: str) -> T:
         try:
             header = read_header(file)
         except CorruptBlobError as exc:
@@ -293,7 +326,7 @@ class FBStore(Generic[T]):
         file.seek(header.size)
         reader = ChecksumReader(file, payload)
         try:
-            value = self.codec.load(reader)
+            value = self.codec.load(cast("IO[bytes]", reader))
         except Exception as exc:
             if isinstance(exc, OSError) and not isinstance(exc, FbError):
                 raise
@@ -326,7 +359,8 @@ class FBStore(Generic[T]):
             except OSError as exc:
                 raise _with_path(exc, path) from exc
         else:
-            with contextlib.suppress(FileNotFoundError):
+            url = self.path.fs.unstrip_protocol(path)
+            with remote_errors(url), contextlib.suppress(FileNotFoundError):
                 self.path.fs.rm_file(path)
 
     def exists(self, key: UUID) -> bool:
@@ -334,7 +368,8 @@ class FBStore(Generic[T]):
         path = self.path.blob_path(key)
         if self.path.is_local:
             return os.path.exists(path)
-        return bool(self.path.fs.exists(path))
+        with remote_errors(self.path.fs.unstrip_protocol(path)):
+            return bool(self.path.fs.exists(path))
 
     # -- durable locations -----------------------------------------------------------------
 

@@ -20,12 +20,13 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Iterator
 from uuid import UUID
 
-from ..exceptions import ForeignLocationError
+from ..exceptions import FbError, ForeignLocationError
 from ._prepared_path import SHARDS, PreparedPath
 
-__all__ = ["MARKER_NAME", "place", "scan", "sync_paths"]
+__all__ = ["MARKER_NAME", "place", "remote_errors", "scan", "sync_paths"]
 
 _log = logging.getLogger("fb")
 
@@ -36,6 +37,40 @@ _BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
 _TEMP_NAME = re.compile(r"^\.[0-9a-f]{32}\.[0-9a-f]+\.tmp$")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+
+
+def _remote_error(exc: Exception, url: str) -> OSError:
+    """Map an error of a remote client (botocore and friends are not OSError) to OSError."""
+    name = type(exc).__name__
+    text = f"{name}: {exc}"
+    if "Credential" in name or "AccessDenied" in text or "Forbidden" in text:
+        return PermissionError(errno.EACCES, text, url)
+    if "Timeout" in name:
+        return TimeoutError(errno.ETIMEDOUT, text, url)
+    if "Connect" in name or "Endpoint" in name:
+        return ConnectionError(errno.ECONNREFUSED, text, url)
+    if "NoSuchBucket" in text or "NoSuchKey" in text:
+        return FileNotFoundError(errno.ENOENT, text, url)
+    return OSError(errno.EIO, text, url)
+
+
+@contextlib.contextmanager
+def remote_errors(url: str) -> Iterator[None]:
+    """Re-raise errors of remote clients as OSError subclasses that name ``url``.
+
+    OSError and fb's own errors pass through; an OSError without a path gets ``url``.
+    """
+    try:
+        yield
+    except FbError:
+        raise
+    except OSError as exc:
+        if exc.filename is None:
+            mapped = type(exc)(exc.errno or errno.EIO, exc.strerror or str(exc), url)
+            raise mapped from exc
+        raise
+    except Exception as exc:
+        raise _remote_error(exc, url) from exc
 
 
 def scan(location: PreparedPath) -> tuple[set[UUID], list[str]]:
@@ -63,10 +98,17 @@ def scan(location: PreparedPath) -> tuple[set[UUID], list[str]]:
             elif name not in (MARKER_NAME, _LOCK_NAME):
                 unknown.append(name)
     else:
-        if not fs.exists(root):
-            raise FileNotFoundError(errno.ENOENT, "persist location does not exist", location.url)
+        with remote_errors(location.url):
+            fs.invalidate_cache(root)
+            if not location.is_object_store and not fs.exists(root):
+                raise FileNotFoundError(
+                    errno.ENOENT, "persist location does not exist", location.url
+                )
+            if location.is_object_store:
+                location.check_bucket()
+            found = fs.find(root)
         prefix = root.rstrip("/") + "/"
-        for path in fs.find(root):
+        for path in found:
             rel = path[len(prefix) :] if path.startswith(prefix) else path
             shard, _, blob = rel.partition("/")
             if shard in SHARDS and _BLOB_NAME.match(blob) and blob.startswith(shard):
@@ -108,14 +150,16 @@ def claim(location: PreparedPath) -> list[str]:
                 os.fsync(file.fileno())
             return [root]
     else:
-        try:
-            content = fs.cat_file(marker)
-        except FileNotFoundError:
-            fs.pipe_file(marker, MARKER_TEXT)
-            return []
+        with remote_errors(location.url):
+            try:
+                content = fs.cat_file(marker)
+            except FileNotFoundError:
+                fs.pipe_file(marker, MARKER_TEXT)
+                return []
     if content != MARKER_TEXT:
         raise ForeignLocationError(
-            f"{location.url} carries a marker fb did not write ({marker}); refusing to persist there"
+            f"{location.url} carries a marker fb did not write ({marker}); "
+            "refusing to persist there"
         )
     return []
 
@@ -177,10 +221,42 @@ def place(src: PreparedPath, dst: PreparedPath, key: UUID, *, durable: bool) -> 
             else:
                 _copy_nosync(source, target)
         return [target, shard, dst.root]
+    with remote_errors(dst.fs.unstrip_protocol(target)):
+        return _place_remote(src, dst, source, target, durable=durable)
+
+
+def _place_remote(
+    src: PreparedPath, dst: PreparedPath, source: str, target: str, *, durable: bool
+) -> list[str]:
+    if dst.is_local:
+        # Object store or other filesystem -> local: download to a temporary name, rename.
+        if os.path.exists(target):
+            return []
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        directory, name = os.path.split(target)
+        tmp = f"{directory}/.{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            src.fs.get_file(source, tmp)
+            if durable:
+                fd = os.open(tmp, os.O_RDONLY | _O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return [target, directory, dst.root] if durable else []
     if dst.fs.exists(target):
         return []
-    if src.fs is dst.fs or src.fs == dst.fs:
+    if src.fs == dst.fs:
+        # Within one filesystem: a server-side copy on object stores (S3 CopyObject).
         src.fs.cp_file(source, target)
+    elif src.is_local:
+        # Local -> remote: a streamed upload, visible only once complete.
+        dst.fs.put_file(source, target)
     else:
         with src.fs.open(source, "rb") as fsrc, dst.fs.open(target, "wb") as fdst:
             shutil.copyfileobj(fsrc, fdst, 1 << 22)
@@ -206,7 +282,7 @@ def remove(location: PreparedPath, key: UUID) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return [location.shard_dir(key)]
-    with contextlib.suppress(FileNotFoundError):
+    with remote_errors(location.url), contextlib.suppress(FileNotFoundError):
         location.fs.rm_file(path)
     return []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import errno
 import os
 from typing import Any
 from uuid import UUID
@@ -9,9 +11,42 @@ from uuid import UUID
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["PreparedPath"]
+__all__ = ["OBJECT_STORE_PROTOCOLS", "PreparedPath"]
 
 SHARDS = tuple(f"{i:02x}" for i in range(256))
+
+OBJECT_STORE_PROTOCOLS = frozenset(
+    {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss", "r2", "tos"}
+)
+"""Protocols whose writes are atomic PUTs and whose "directories" are only key prefixes."""
+
+# S3 defaults, merged under what the caller passes: fresh listings (another process may
+# have written since), bounded timeouts so an unreachable endpoint fails fast, and
+# botocore's standard retry mode (exponential backoff with jitter) for transient errors.
+_S3_DEFAULTS: dict[str, Any] = {
+    "use_listings_cache": False,
+    "skip_instance_cache": True,
+    "config_kwargs": {
+        "connect_timeout": 5,
+        "read_timeout": 60,
+        "retries": {"max_attempts": 3, "mode": "standard"},
+    },
+}
+
+
+def _merge(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(defaults)
+    for name, value in given.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = _merge(merged[name], value)
+        else:
+            merged[name] = value
+    return merged
+
+
+def _protocols(fs: Any) -> set[str]:
+    protocol = getattr(fs, "protocol", ())
+    return {protocol} if isinstance(protocol, str) else set(protocol)
 
 
 class PreparedPath:
@@ -21,27 +56,37 @@ class PreparedPath:
     shard grows past a fraction of the blobs. Creating a `PreparedPath` does no I/O;
     `prepare` creates the directories (object stores need none).
 
+    On S3 fb sets ``use_listings_cache=False``, ``skip_instance_cache=True``, a 5 s connect
+    timeout, a 60 s read timeout and botocore's standard retries (3 attempts, backoff with
+    jitter) unless the storage options say otherwise.
+
     Args:
         path_or_url: a local path, a ``file://`` URL, or any fsspec URL.
         fs: an fsspec filesystem object; ``path_or_url`` is then a path inside it.
-        **storage_options: passed to fsspec to build the filesystem (never shown in reprs).
+        **storage_options: passed to fsspec to build the filesystem. They may hold
+            credentials, so they never appear in reprs or logs.
 
     Notes:
-        Immutable and thread-safe.
+        Thread-safe. Fork-safe: a child process rebuilds its own filesystem object on first
+        use, and a pickled PreparedPath rebuilds it where it is unpickled.
     """
 
-    __slots__ = ("_url", "fs", "root")
+    __slots__ = ("_fs", "_options", "_pid", "_url", "root")
 
-    fs: Any
     root: str
 
-    def __init__(self, path_or_url: str | os.PathLike[str], *, fs: Any = None, **storage_options: Any):
+    def __init__(
+        self, path_or_url: str | os.PathLike[str], *, fs: Any = None, **storage_options: Any
+    ) -> None:
         if not isinstance(path_or_url, str | os.PathLike):
             raise TypeError(f"a path or URL is needed, not {path_or_url!r}")
         target = os.fspath(path_or_url)
         if not target:
             raise ValueError("an empty path is not a location")
         if fs is None:
+            protocol = target.split("://", 1)[0] if "://" in target else "file"
+            if protocol in ("s3", "s3a"):
+                storage_options = _merge(_S3_DEFAULTS, storage_options)
             fs, root = fsspec.core.url_to_fs(target, **storage_options)
         else:
             if storage_options:
@@ -49,9 +94,23 @@ class PreparedPath:
             root = fs._strip_protocol(target)
         if isinstance(fs, LocalFileSystem):
             root = os.path.abspath(root)
-        self.fs = fs
+        self._fs = fs
+        self._pid = os.getpid()
+        self._options: dict[str, Any] = dict(storage_options)
         self.root = str(root).rstrip("/") or "/"
-        self._url = fs.unstrip_protocol(self.root)
+        self._url = str(fs.unstrip_protocol(self.root))
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem (rebuilt in a child process after ``fork``)."""
+        if self._pid != os.getpid():
+            # Sessions, sockets and event loops of the parent are not usable in a child.
+            fs = self._fs
+            self._fs = type(fs)(
+                *fs.storage_args, **{**fs.storage_options, "skip_instance_cache": True}
+            )
+            self._pid = os.getpid()
+        return self._fs
 
     @property
     def url(self) -> str:
@@ -61,7 +120,12 @@ class PreparedPath:
     @property
     def is_local(self) -> bool:
         """True when the location is on the local filesystem."""
-        return isinstance(self.fs, LocalFileSystem)
+        return isinstance(self._fs, LocalFileSystem)
+
+    @property
+    def is_object_store(self) -> bool:
+        """True on object stores (S3 and the like): atomic PUTs, no real directories."""
+        return bool(_protocols(self._fs) & OBJECT_STORE_PROTOCOLS)
 
     def shard_dir(self, key: UUID) -> str:
         """Return the directory (or prefix) that holds blob ``key``."""
@@ -72,17 +136,48 @@ class PreparedPath:
         hexkey = key.hex
         return f"{self.root}/{hexkey[:2]}/{hexkey}"
 
+    def child(self, name: str) -> PreparedPath:
+        """Return the location ``name`` below this one, on the same filesystem."""
+        return PreparedPath(f"{self.root}/{name}", fs=self.fs)
+
     def prepare(self) -> None:
-        """Create the root and its 256 shard directories (mode 0700) where directories exist."""
+        """Create the root and its 256 shard directories (mode 0700) where directories exist.
+
+        On an object store nothing is created; the bucket must exist.
+
+        Raises:
+            FileNotFoundError: the bucket of an object-store location does not exist.
+        """
         if self.is_local:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
             for shard in SHARDS:
                 try:
                     os.mkdir(f"{self.root}/{shard}", 0o700)
                 except FileExistsError:
-                    pass
+                    continue
+        elif self.is_object_store:
+            self.check_bucket()
         else:
             self.fs.makedirs(self.root, exist_ok=True)
+
+    def check_bucket(self) -> None:
+        """Raise unless the bucket of this object-store location exists and answers.
+
+        ``fs.exists`` would answer False for an unreachable endpoint too; this tells them
+        apart, naming the URL either way.
+
+        Raises:
+            FileNotFoundError: the bucket does not exist.
+            OSError: the endpoint cannot be reached or refuses access.
+        """
+        from ._locations import remote_errors
+
+        bucket = self.root.split("/", 1)[0]
+        with remote_errors(self._url):
+            try:
+                self.fs.info(bucket)
+            except FileNotFoundError:
+                raise FileNotFoundError(errno.ENOENT, "bucket does not exist", self._url) from None
 
     def __repr__(self) -> str:
         return f"PreparedPath({self._url!r})"
@@ -90,7 +185,25 @@ class PreparedPath:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PreparedPath):
             return NotImplemented
-        return self._url == other._url and self.fs == other.fs
+        return self._url == other._url and self._fs == other._fs
 
     def __hash__(self) -> int:
         return hash(self._url)
+
+    def __getstate__(self) -> dict[str, Any]:
+        fs = self._fs
+        return {
+            "root": self.root,
+            "url": self._url,
+            "fs_class": type(fs),
+            "storage_args": fs.storage_args,
+            "storage_options": fs.storage_options,
+            "options": self._options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.root = state["root"]
+        self._url = state["url"]
+        self._options = state["options"]
+        self._fs = state["fs_class"](*state["storage_args"], **state["storage_options"])
+        self._pid = os.getpid()

@@ -1,0 +1,70 @@
+"""`open_pool`: one line from a URL to a working pool."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ._pool import FBPool
+from ._store import DEFAULT_MAX_WORKERS, BackingStore
+from .backends import FBStore, PreparedPath
+from .codecs import get_codec
+from .typing import Codec
+
+__all__ = ["open_pool"]
+
+OBJECT_STORE_WORKERS = 16
+
+
+def open_pool(
+    url: str | os.PathLike[str],
+    *,
+    codec: str | Codec[Any] = "pickle",
+    max_items: int | None = None,
+    max_bytes: int | None = None,
+    sizeof: Callable[[Any], int] | None = None,
+    max_workers: int | None = None,
+    **storage_options: Any,
+) -> FBPool[Any]:
+    """Open a pool whose cold items spill to ``url``: a local path or any fsspec URL.
+
+    The pool owns its store: ``pool.close()`` (or leaving ``with open_pool(...) as pool:``)
+    closes both, deleting the blobs still referenced. On an object store (``s3://…``) the
+    pool writes under a fresh session prefix ``<url>/fb-<32 hex>/``, so several processes
+    can share one URL; a local directory is owned by one store at a time (a lock file).
+
+    Args:
+        url: where cold items go (``/tmp/spill``, ``file:///…``, ``s3://bucket/prefix``,
+            ``memory://…``).
+        codec: a codec or a codec name (``"pickle"``, ``"msgpack"``, ``"zstd:pickle"`` …).
+        max_items: item budget of the pool.
+        max_bytes: byte budget of the pool.
+        sizeof: how to measure a value for ``max_bytes``.
+        max_workers: background threads (default 4 on local disk, 16 on object stores,
+            where write-back is bound by requests in flight).
+        **storage_options: passed to fsspec (e.g. ``client_kwargs={"endpoint_url": …}``).
+
+    Returns:
+        The pool; ``pool.store`` is its `BackingStore`.
+
+    Raises:
+        FileNotFoundError: the bucket of an object-store URL does not exist.
+        StoreLockedError: another live store owns the local directory.
+    """
+    location = PreparedPath(url, **storage_options)
+    if location.is_object_store:
+        location = location.child(f"fb-{uuid.uuid4().hex}")
+        workers = OBJECT_STORE_WORKERS
+    else:
+        workers = DEFAULT_MAX_WORKERS
+    strategy: FBStore[Any] = FBStore(get_codec(codec), location)
+    try:
+        store: BackingStore[Any] = BackingStore(strategy, max_workers=max_workers or workers)
+        pool: FBPool[Any] = FBPool(store, max_items=max_items, max_bytes=max_bytes, sizeof=sizeof)
+    except BaseException:
+        strategy.close()
+        raise
+    pool._owns_store = True
+    return pool
