@@ -4,6 +4,7 @@ r"""The blob format: a small header, the codec's payload, and a trailer.
 
     header   magic b"\x93FBB" | version u8 | flags u8 | codec-name length u16 | codec name
     payload  whatever the codec wrote
+    [mac]    signed blobs only (flag bit 0): HMAC-SHA256 of header, payload and its length
     trailer  payload length u64 | crc32 of the payload u32 | magic b"\x93FBE"
 
 All integers are little-endian. The length and checksum sit in a trailer rather than the
@@ -14,6 +15,8 @@ the trailer first and hands the codec a stream bounded to exactly the payload.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import struct
 import zlib
@@ -30,6 +33,8 @@ __all__ = [
     "BlobHeader",
     "ChecksumReader",
     "ChecksumWriter",
+    "finish_mac",
+    "new_mac",
     "read_header",
     "write_header",
 ]
@@ -49,7 +54,7 @@ class BlobHeader:
 
     Attributes:
         version: the blob format version.
-        flags: reserved bits (0 today).
+        flags: bit 0 set for a signed blob; the others are reserved (0).
         codec: the name of the codec that wrote the payload.
         size: the header's length in bytes; the payload starts there.
     """
@@ -60,12 +65,17 @@ class BlobHeader:
     size: int
 
 
-def encode_header(codec: str) -> bytes:
+FLAG_SIGNED = 0x01
+MAC_SIZE = 32
+
+
+def encode_header(codec: str, *, signed: bool = False) -> bytes:
     """Return the header bytes for a payload written by ``codec``."""
     name = codec.encode()
     if not name or len(name) > MAX_CODEC_NAME:
         raise ValueError(f"codec name must be 1 to {MAX_CODEC_NAME} bytes of UTF-8: {codec!r}")
-    return _HEAD.pack(HEADER_MAGIC, FORMAT_VERSION, 0, len(name)) + name
+    flags = FLAG_SIGNED if signed else 0
+    return _HEAD.pack(HEADER_MAGIC, FORMAT_VERSION, flags, len(name)) + name
 
 
 def write_header(file: IO[bytes], codec: str) -> int:
@@ -73,6 +83,19 @@ def write_header(file: IO[bytes], codec: str) -> int:
     header = encode_header(codec)
     file.write(header)
     return len(header)
+
+
+def new_mac(secret: bytes, header: bytes) -> hmac.HMAC:
+    """Start the HMAC of a signed blob: it covers the header, the payload and its length."""
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    mac.update(header)
+    return mac
+
+
+def finish_mac(mac: hmac.HMAC, length: int) -> bytes:
+    """Return the MAC once the payload of ``length`` bytes went through ``mac``."""
+    mac.update(struct.pack("<Q", length))
+    return mac.digest()
 
 
 def read_header(file: IO[bytes]) -> BlobHeader:
@@ -89,6 +112,8 @@ def read_header(file: IO[bytes]) -> BlobHeader:
         raise CorruptBlobError(f"not an fb blob: bad magic {magic!r}")
     if version != FORMAT_VERSION:
         raise CorruptBlobError(f"unsupported blob format version {version}")
+    if flags & ~FLAG_SIGNED:
+        raise CorruptBlobError(f"unknown blob flags {flags:#04x}")
     name = file.read(name_len)
     if len(name) < name_len:
         raise CorruptBlobError("blob is truncated inside its header")
@@ -124,9 +149,10 @@ class ChecksumWriter(io.RawIOBase):
     Codecs see an ordinary binary file; buffers are passed through, never copied.
     """
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], mac: hmac.HMAC | None = None) -> None:
         super().__init__()
         self._raw = raw
+        self._mac = mac
         self.crc = 0
         self.length = 0
 
@@ -138,6 +164,8 @@ class ChecksumWriter(io.RawIOBase):
         if view.ndim != 1 or view.format not in ("B", "b", "c"):
             view = view.cast("B")
         self.crc = zlib.crc32(view, self.crc)
+        if self._mac is not None:
+            self._mac.update(view)
         self.length += view.nbytes
         self._raw.write(view)
         return view.nbytes

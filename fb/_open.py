@@ -26,6 +26,7 @@ def open_pool(
     max_bytes: int | None = None,
     sizeof: Callable[[Any], int] | None = None,
     max_workers: int | None = None,
+    secret_key: bytes | str | None = None,
     **storage_options: Any,
 ) -> FBPool[Any]:
     """Open a pool whose cold items spill to ``url``: a local path or any fsspec URL.
@@ -44,6 +45,8 @@ def open_pool(
         sizeof: how to measure a value for ``max_bytes``.
         max_workers: background threads (default 4 on local disk, 16 on object stores,
             where write-back is bound by requests in flight).
+        secret_key: sign blobs with HMAC-SHA256 and refuse unsigned or altered ones
+            (see `fb.backends.FBStore`).
         **storage_options: passed to fsspec (e.g. ``client_kwargs={"endpoint_url": …}``).
 
     Returns:
@@ -59,7 +62,7 @@ def open_pool(
         workers = OBJECT_STORE_WORKERS
     else:
         workers = DEFAULT_MAX_WORKERS
-    strategy: FBStore[Any] = FBStore(get_codec(codec), location)
+    strategy: FBStore[Any] = FBStore(get_codec(codec), location, secret_key=secret_key)
     try:
         store: BackingStore[Any] = BackingStore(strategy, max_workers=max_workers or workers)
         pool: FBPool[Any] = FBPool(store, max_items=max_items, max_bytes=max_bytes, sizeof=sizeof)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hmac
 import io
 import logging
 import os
@@ -15,13 +16,17 @@ from typing import IO, Any, Generic, TypeVar, cast
 from uuid import UUID
 
 from .._blob import (
+    FLAG_SIGNED,
+    MAC_SIZE,
     TRAILER,
     ChecksumReader,
     ChecksumWriter,
     decode_trailer,
+    encode_header,
     encode_trailer,
+    finish_mac,
+    new_mac,
     read_header,
-    write_header,
 )
 from ..codecs import get_codec
 from ..exceptions import (
@@ -67,11 +72,26 @@ class _IOFailureError(Exception):
 
 
 class _GuardedWriter(ChecksumWriter):
+    """A ChecksumWriter whose storage errors are told apart from the codec's."""
+
     def write(self, data: Any) -> int:
         try:
             return super().write(data)
         except OSError as exc:
             raise _IOFailureError(exc) from exc
+
+
+def _check_secret(secret: bytes | str | None) -> bytes | None:
+    if secret is None:
+        return None
+    if isinstance(secret, str):
+        secret = secret.encode()
+    if not isinstance(secret, bytes | bytearray | memoryview):
+        raise TypeError(f"secret_key must be bytes or str, not {type(secret).__name__}")
+    secret = bytes(secret)
+    if len(secret) < 16:
+        raise ValueError("secret_key must be at least 16 bytes (32 random bytes are best)")
+    return secret
 
 
 class FBStore(Generic[T]):
@@ -90,6 +110,10 @@ class FBStore(Generic[T]):
     Args:
         codec: a `Codec` or a codec name such as ``"pickle"``.
         path: a `PreparedPath`, a local path, or a URL.
+        secret_key: sign every blob with HMAC-SHA256 under this key (at least 16 bytes),
+            and refuse any blob whose signature does not check out before its bytes reach
+            the codec. Use it whenever the location is shared or writable by others and
+            the codec can run code (pickle).
         sweep: delete leftovers of an earlier owner on open (default: on local disk only;
             object-store prefixes may be shared, so they are never swept unless asked).
 
@@ -104,7 +128,9 @@ class FBStore(Generic[T]):
         path: PreparedPath | str | os.PathLike[str],
         *,
         sweep: bool | None = None,
+        secret_key: bytes | str | None = None,
     ) -> None:
+        self._secret = _check_secret(secret_key)
         self.codec: Codec[T] = get_codec(codec)
         self.path = path if isinstance(path, PreparedPath) else PreparedPath(path)
         self._lock_fd: int | None = None
@@ -117,7 +143,13 @@ class FBStore(Generic[T]):
             self.sweep()
 
     def __repr__(self) -> str:
-        return f"FBStore({self.codec!r}, {self.path!r})"
+        signed = ", signed" if self._secret is not None else ""
+        return f"FBStore({self.codec!r}, {self.path!r}{signed})"
+
+    @property
+    def signed(self) -> bool:
+        """True when blobs are signed and checked with a secret key."""
+        return self._secret is not None
 
     # -- ownership -------------------------------------------------------------------------
 
@@ -245,8 +277,11 @@ class FBStore(Generic[T]):
         return size
 
     def _encode(self, key: UUID, value: T, file: IO[bytes], final: str) -> int:
-        header = write_header(file, self.codec.name)
-        writer = _GuardedWriter(file)
+        secret = self._secret
+        header = encode_header(self.codec.name, signed=secret is not None)
+        file.write(header)
+        mac = None if secret is None else new_mac(secret, header)
+        writer = _GuardedWriter(file, mac)
         try:
             self.codec.dump(value, cast("IO[bytes]", writer))
         except _IOFailureError as failure:
@@ -257,8 +292,9 @@ class FBStore(Generic[T]):
                 codec=self.codec.name,
                 key=key,
             ) from exc
-        file.write(encode_trailer(writer.length, writer.crc))
-        return header + writer.length + TRAILER.size
+        tail = b"" if mac is None else finish_mac(mac, writer.length)
+        file.write(tail + encode_trailer(writer.length, writer.crc))
+        return len(header) + writer.length + len(tail) + TRAILER.size
 
     def load(self, key: UUID) -> T:
         """Decode blob ``key``.
@@ -308,7 +344,13 @@ class FBStore(Generic[T]):
                 key=key,
                 path=path,
             )
-        payload = size - header.size - TRAILER.size
+        signed = bool(header.flags & FLAG_SIGNED)
+        if self._secret is not None and not signed:
+            raise CorruptBlobError(
+                "blob is not signed and this store requires signed blobs", key=key, path=path
+            )
+        mac_size = MAC_SIZE if signed else 0
+        payload = size - header.size - mac_size - TRAILER.size
         if payload < 0:
             raise CorruptBlobError(f"blob is truncated: {size} bytes", key=key, path=path)
         file.seek(size - TRAILER.size)
@@ -323,6 +365,8 @@ class FBStore(Generic[T]):
                 key=key,
                 path=path,
             )
+        if signed and self._secret is not None:
+            self._verify(key, file, header.size, payload, path)
         file.seek(header.size)
         reader = ChecksumReader(file, payload)
         try:
@@ -347,6 +391,28 @@ class FBStore(Generic[T]):
                 path=path,
             )
         return value
+
+    def _verify(
+        self, key: UUID, file: IO[bytes], header_size: int, payload: int, path: str
+    ) -> None:
+        """Check a signed blob's HMAC before any byte of it reaches the codec."""
+        assert self._secret is not None
+        file.seek(0)
+        mac = new_mac(self._secret, file.read(header_size))
+        left = payload
+        while left:
+            chunk = file.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            mac.update(chunk)
+            left -= len(chunk)
+        stored = file.read(MAC_SIZE)
+        if left or not hmac.compare_digest(finish_mac(mac, payload), stored):
+            raise CorruptBlobError(
+                "signature mismatch: the blob was altered, or written without this store's key",
+                key=key,
+                path=path,
+            )
 
     def delete(self, key: UUID) -> None:
         """Delete blob ``key``; a blob that is already gone is not an error."""
