@@ -16,6 +16,7 @@ from ._persist import save as save
 from ._pool import FBPool as FBPool
 from ._sizeof import default_sizeof as default_sizeof
 from ._stats import PoolStatistics as PoolStatistics
+from ._stats import StoreStatistics as StoreStatistics
 from ._store import BackingStore as BackingStore
 
 try:
@@ -29,6 +30,7 @@ __all__ = [
     "Fb",
     "PoolStatistics",
     "ReadGuard",
+    "StoreStatistics",
     "TrackedPath",
     "WriteGuard",
     "__version__",

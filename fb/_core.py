@@ -10,6 +10,7 @@ outcome and re-checks what changed meanwhile.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -21,6 +22,8 @@ from ._entry import MISSING, Batch, Entry, owner, wait
 from ._lru import COLD, HOT, SegmentedLRU
 from ._store import BackingStore
 from .exceptions import HandleClosedError, StoreClosedError
+
+_log = logging.getLogger("fb")
 
 __all__ = ["PoolCore"]
 
@@ -39,6 +42,12 @@ class PoolCore(Generic[T]):
     _resident_items: int
     _resident_bytes: int
     _pending_writes: int
+    _pending_bytes: int
+    max_pending_bytes: int
+    _drain_waiters: list[Future[None]]
+    on_evict: Callable[[UUID, int, bool], object] | None
+    on_load: Callable[[UUID, int, float], object] | None
+    on_error: Callable[[BaseException], object] | None
 
     # -- internals: bookkeeping under the lock ---------------------------------------------
 
@@ -63,6 +72,11 @@ class PoolCore(Generic[T]):
                 # Only write-backs are queued here; one that cannot start has failed.
                 self._write_done(args[0], args[1], None, 0.0)
         batch.garbage.clear()  # values dropped from memory die here, outside the lock
+        for hook, args in batch.events:
+            try:
+                hook(*args)
+            except Exception:
+                _log.exception("fb: hook %r failed; the pool carries on", hook)
 
     def _wake(self, entry: Entry, batch: Batch) -> None:
         if entry.waiter is not None:
@@ -90,6 +104,7 @@ class PoolCore(Generic[T]):
         entry.writing = True
         entry.evicting = True
         self._pending_writes += 1
+        self._pending_bytes += entry.size
         batch.work.append((self._write_back, (entry, entry.key, entry.value)))
 
     def _drop(self, entry: Entry, batch: Batch, *, dirty: bool) -> None:
@@ -98,6 +113,8 @@ class PoolCore(Generic[T]):
         self._resident_items -= 1
         self._resident_bytes -= entry.size
         self._n["evictions_dirty" if dirty else "evictions_clean"] += 1
+        if self.on_evict is not None:
+            batch.events.append((self.on_evict, (entry.key, entry.size, dirty)))
         if entry in self._lru:
             self._offer_all(self._lru.set_weight(entry, 0), batch)
 
@@ -117,10 +134,11 @@ class PoolCore(Generic[T]):
             entry.value = MISSING
             self._resident_items -= 1
             self._resident_bytes -= entry.size
-        if entry.blob and not entry.writing:
+        if entry.blob and not entry.writing and not entry.loading:
             entry.blob = False
             self.store.release(entry.key)
-        # A write in flight deletes its blob when it ends (see _write_done).
+        # A write in flight deletes its blob when it ends (see _write_done); a load in
+        # flight releases it when the read is done (see _load_blob).
         self._wake(entry, batch)
 
     def _close(self, entry: Entry) -> None:
@@ -148,6 +166,10 @@ class PoolCore(Generic[T]):
         except BaseException as exc:
             self._write_done(entry, key, None, time.perf_counter() - start)
             self.store.report(exc)
+            if self.on_error is not None:
+                batch = Batch()
+                batch.events.append((self.on_error, (exc,)))
+                self._after(batch)
             return
         self._write_done(entry, key, nbytes, time.perf_counter() - start)
 
@@ -157,6 +179,11 @@ class PoolCore(Generic[T]):
             evicting = entry.evicting
             entry.writing = entry.evicting = False
             self._pending_writes -= 1
+            if evicting:
+                self._pending_bytes -= entry.size
+                if self._drain_waiters and self._pending_bytes <= self.max_pending_bytes:
+                    batch.wake.extend(self._drain_waiters)
+                    self._drain_waiters.clear()
             self._seconds["store"] += seconds
             if nbytes is None:
                 self._n["write_errors"] += 1
@@ -262,14 +289,21 @@ class PoolCore(Generic[T]):
         try:
             value = self.store.strategy.load(key)
             size = self._measure(value)
-        except BaseException:
+        except BaseException as exc:
             batch = Batch()
             with self._lock:
                 entry.loading = False
                 self._n["load_errors"] += 1
                 self._seconds["load"] += time.perf_counter() - start
                 self._wake(entry, batch)
+                closed = entry.closed
+                if closed:
+                    self._finalize(entry, batch)
             self._after(batch)
+            if closed:
+                raise HandleClosedError(
+                    f"the handle for key {key.hex} was closed during its load"
+                ) from exc
             raise
         batch = Batch()
         with self._lock:
@@ -279,10 +313,13 @@ class PoolCore(Generic[T]):
             if entry.closed:
                 batch.garbage.append(value)
                 closed = True
+                self._finalize(entry, batch)
             else:
                 closed = False
                 self._n["loads"] += 1
                 self._n["bytes_loaded"] += size
+                if self.on_load is not None:
+                    batch.events.append((self.on_load, (key, size, time.perf_counter() - start)))
                 # Pin before installing so the install's cascade cannot evict it.
                 if write:
                     self._begin_write(entry, batch)
@@ -357,6 +394,15 @@ class PoolCore(Generic[T]):
                 step = steps.send(loaded)
         except StopIteration as done:
             return done.value
+
+    def _backpressure(self) -> Future[None] | None:
+        """Under the lock: a future to wait on while too many bytes wait for write-back."""
+        if self._pending_bytes <= self.max_pending_bytes:
+            return None
+        waiter: Future[None] = Future()
+        self._drain_waiters.append(waiter)
+        self._n["insert_waits"] += 1
+        return waiter
 
     def _prefetch(self, entry: Entry) -> Future[None] | None:
         """Start a background load of ``entry`` unless it is resident or being loaded."""

@@ -59,12 +59,13 @@ class Entry:
 class Batch:
     """What an operation decided under the lock and runs after releasing it."""
 
-    __slots__ = ("garbage", "wake", "work")
+    __slots__ = ("events", "garbage", "wake", "work")
 
     def __init__(self) -> None:
         self.work: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
         self.wake: list[Future[None]] = []
         self.garbage: list[Any] = []
+        self.events: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
 
 
 def owner() -> tuple[int, object]:

@@ -27,6 +27,8 @@ __all__ = ["FBPool"]
 
 T = TypeVar("T")
 
+DEFAULT_MAX_PENDING_BYTES = 256 * 2**20
+
 
 def _check_budget(name: str, value: int | None) -> int | None:
     if value is None:
@@ -57,12 +59,22 @@ class FBPool(PoolCore[T]):
         max_bytes: at most this many bytes of values in memory, as measured by ``sizeof``.
         sizeof: how to measure a value (default `fb.default_sizeof`: bytes-like, numpy
             arrays and anything with ``nbytes``, str, containers).
+        max_pending_bytes: how many bytes may wait for write-back before ``insert`` blocks
+            (default 256 MiB).
+        on_evict: called as ``on_evict(key, nbytes, dirty)`` after a value left memory.
+        on_load: called as ``on_load(key, nbytes, seconds)`` after a value was read back.
+        on_error: called with each write-back error of this pool (the store collects
+            them for `BackingStore.finished` as well).
+
+    Hooks run on whichever thread made the event happen, never under the pool's lock; an
+    exception in a hook is logged and never breaks the pool.
 
     Notes:
-        Thread-safe; one lock per pool, never held across I/O, codec or user code. ``insert``,
-        ``statistics`` and hits never block on I/O; a miss blocks the caller (``load``) or
-        awaits a worker (``aload``). Values pinned by a guard, being written, or whose
-        write-back failed stay in memory beyond the budget until they can leave.
+        Thread-safe; one lock per pool, never held across I/O, codec or user code. Hits and
+        ``statistics`` never block on I/O; ``insert`` blocks only for backpressure; a miss
+        blocks the caller (``load``) or awaits a worker (``aload``). Values pinned by a
+        guard, being written, or whose write-back failed stay in memory beyond the budget
+        until they can leave.
     """
 
     store: BackingStore[T]
@@ -76,6 +88,12 @@ class FBPool(PoolCore[T]):
     _resident_items: int
     _resident_bytes: int
     _pending_writes: int
+    _pending_bytes: int
+    max_pending_bytes: int
+    _drain_waiters: list[Future[None]]
+    on_evict: Callable[[UUID, int, bool], object] | None
+    on_load: Callable[[UUID, int, float], object] | None
+    on_error: Callable[[BaseException], object] | None
     _owns_store: bool
 
     def __init__(
@@ -85,6 +103,10 @@ class FBPool(PoolCore[T]):
         max_items: int | None = None,
         max_bytes: int | None = None,
         sizeof: Callable[[Any], int] | None = None,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        on_evict: Callable[[UUID, int, bool], object] | None = None,
+        on_load: Callable[[UUID, int, float], object] | None = None,
+        on_error: Callable[[BaseException], object] | None = None,
     ) -> None:
         if not isinstance(store, BackingStore):
             raise TypeError(f"store must be a BackingStore, not {store!r}")
@@ -110,6 +132,7 @@ class FBPool(PoolCore[T]):
                 "bytes_loaded",
                 "write_errors",
                 "load_errors",
+                "insert_waits",
             ),
             0,
         )
@@ -117,6 +140,16 @@ class FBPool(PoolCore[T]):
         self._resident_items = 0
         self._resident_bytes = 0
         self._pending_writes = 0
+        self._pending_bytes = 0
+        pending = _check_budget("max_pending_bytes", max_pending_bytes)
+        self.max_pending_bytes = DEFAULT_MAX_PENDING_BYTES if pending is None else pending
+        self._drain_waiters = []
+        for name, hook in (("on_evict", on_evict), ("on_load", on_load), ("on_error", on_error)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable, not {hook!r}")
+        self.on_evict = on_evict
+        self.on_load = on_load
+        self.on_error = on_error
         self._owns_store = False
 
     def __repr__(self) -> str:
@@ -135,10 +168,29 @@ class FBPool(PoolCore[T]):
         """Put ``value`` in the pool under a fresh random key and return its handle.
 
         No I/O happens here; items pushed past the budget are written in the background.
+        When more than ``max_pending_bytes`` wait for write-back, this blocks until the
+        writes drain (backpressure: a producer faster than storage cannot exhaust memory).
 
         Raises:
             StoreClosedError: the store was closed.
         """
+        while True:
+            with self._lock:
+                waiter = self._backpressure()
+            if waiter is None:
+                return self._insert(value)
+            waiter.result()
+
+    async def ainsert(self, value: T) -> Fb[T]:
+        """Async twin of `insert`: waits for backpressure without blocking the event loop."""
+        while True:
+            with self._lock:
+                waiter = self._backpressure()
+            if waiter is None:
+                return self._insert(value)
+            await wait(waiter)
+
+    def _insert(self, value: T) -> Fb[T]:
         from ._handle import Fb
 
         self.store.check_open()
@@ -213,6 +265,7 @@ class FBPool(PoolCore[T]):
                 resident_items=self._resident_items,
                 resident_bytes=self._resident_bytes,
                 pending_writes=self._pending_writes,
+                pending_bytes=self._pending_bytes,
                 background_errors=self.store.pending_errors,
                 load_seconds=self._seconds["load"],
                 store_seconds=self._seconds["store"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["PoolStatistics"]
+__all__ = ["PoolStatistics", "StoreStatistics"]
 
 _nonneg = attrs.validators.ge(0)
 
@@ -26,6 +26,8 @@ class PoolStatistics:
         bytes_written: encoded bytes written by ``stores``.
         bytes_loaded: the ``sizeof`` total of the values ``loads`` brought back.
         pending_writes: writes in flight now.
+        pending_bytes: the ``sizeof`` total of values waiting for their eviction write.
+        insert_waits: inserts that waited for write-back to drain (backpressure).
         write_errors: writes that failed (the value stayed in memory).
         load_errors: loads that failed.
         background_errors: errors collected by the store and not yet raised by ``finished``.
@@ -45,6 +47,8 @@ class PoolStatistics:
     bytes_written: int = attrs.field(validator=_nonneg)
     bytes_loaded: int = attrs.field(validator=_nonneg)
     pending_writes: int = attrs.field(validator=_nonneg)
+    pending_bytes: int = attrs.field(validator=_nonneg)
+    insert_waits: int = attrs.field(validator=_nonneg)
     write_errors: int = attrs.field(validator=_nonneg)
     load_errors: int = attrs.field(validator=_nonneg)
     background_errors: int = attrs.field(validator=_nonneg)
@@ -61,3 +65,24 @@ class PoolStatistics:
         """Hits / (hits + misses), or 0.0 before the first load."""
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
+
+
+@attrs.frozen(kw_only=True)
+class StoreStatistics:
+    """A snapshot of a store's state, taken by `BackingStore.statistics`.
+
+    Attributes:
+        blobs: blobs referenced by live handles.
+        pending_tasks: background tasks queued or running.
+        pending_errors: background errors not yet raised by ``finished``.
+        deletes: blobs deleted in the background so far.
+        max_workers: worker threads for background work.
+        closed: whether the store was closed.
+    """
+
+    blobs: int = attrs.field(validator=_nonneg)
+    pending_tasks: int = attrs.field(validator=_nonneg)
+    pending_errors: int = attrs.field(validator=_nonneg)
+    deletes: int = attrs.field(validator=_nonneg)
+    max_workers: int = attrs.field(validator=_nonneg)
+    closed: bool

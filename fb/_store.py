@@ -17,6 +17,7 @@ from uuid import UUID
 import attrs
 
 from . import _janitor
+from ._stats import StoreStatistics
 from .exceptions import StoreClosedError
 from .typing import Strategy
 
@@ -81,6 +82,7 @@ class BackingStore(Generic[T]):
     _idle: threading.Condition
     _refs: dict[UUID, int]
     _tasks: int
+    _deletes: int
     _idle_waiters: list[Future[None]]
     _errors: list[BaseException]
     _executor: ThreadPoolExecutor | None
@@ -109,6 +111,7 @@ class BackingStore(Generic[T]):
         self._idle = threading.Condition(self._lock)
         self._refs = {}
         self._tasks = 0
+        self._deletes = 0
         self._idle_waiters = []
         self._errors = []
         self._executor = None
@@ -386,6 +389,20 @@ class BackingStore(Generic[T]):
             if key in self._refs:
                 return
             self.strategy.delete(key)
+        with self._lock:
+            self._deletes += 1
+
+    def statistics(self) -> StoreStatistics:
+        """Return a frozen snapshot of the store's state."""
+        with self._lock:
+            return StoreStatistics(
+                blobs=len(self._refs),
+                pending_tasks=self._tasks,
+                pending_errors=len(self._errors),
+                deletes=self._deletes,
+                max_workers=self.max_workers,
+                closed=self._shared.closed,
+            )
 
     def retain_registered(self, key: UUID, location: PreparedPath) -> bool:
         """Reference blob ``key``, bringing it from ``location`` into the cache if needed.
