@@ -425,6 +425,36 @@ class PoolCore(Generic[T]):
         self._load_blob(entry, key, False)
         self._release(entry, False)
 
+    def _hit(self, entry: Entry) -> Any:
+        """The hit path: pin and return a resident value in the hot segment, else `MISSING`.
+
+        One lock round trip and no allocation; anything unusual takes the full path.
+        """
+        with self._lock:
+            value = entry.value
+            if (
+                value is MISSING
+                or entry.writer
+                or entry.closed
+                or self._lru._seg[entry] != HOT
+                or self.store._shared.closed
+            ):
+                return MISSING
+            entry.readers += 1
+            self._n["hits"] += 1
+        return value
+
+    def _release_read(self, entry: Entry) -> None:
+        """Give back a read pin; the common case is one lock round trip."""
+        with self._lock:
+            entry.readers -= 1
+            if entry.readers or (
+                entry.waiter is None and not entry.closed and self._lru._seg[entry] != COLD
+            ):
+                return
+            entry.readers += 1  # the full path below gives it back itself
+        self._release(entry, False)
+
     def _release(self, entry: Entry, write: bool) -> None:
         """Give back a pin; re-offer the item if it was pushed out while pinned."""
         size = entry.size

@@ -101,7 +101,10 @@ class Fb(Generic[T]):
             CodecError: the blob could not be decoded.
             OSError: storage failed.
         """
-        return ReadGuard(self, self._pool._acquire(self._entry, False))
+        value = self._pool._hit(self._entry)
+        if value is MISSING:
+            value = self._pool._acquire(self._entry, False)
+        return ReadGuard(self, value)
 
     def aload(self) -> _Acquire[ReadGuard[T]]:
         """Async twin of `load`: ``await handle.aload()`` or ``async with handle.aload() as v``."""
@@ -335,10 +338,12 @@ class ReadGuard(Generic[T]):
             self._released = True
             self._value = None  # type: ignore[assignment]
             handle = self._handle
-            handle._pool._release(handle._entry, False)
+            handle._pool._release_read(handle._entry)
 
     def __enter__(self) -> T:
-        return self.value
+        if self._released:
+            raise RuntimeError("the read guard was released")
+        return self._value
 
     def __exit__(
         self,
@@ -346,7 +351,11 @@ class ReadGuard(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release()
+        if not self._released:
+            self._released = True
+            self._value = None  # type: ignore[assignment]
+            handle = self._handle
+            handle._pool._release_read(handle._entry)
 
     async def __aenter__(self) -> T:
         return self.value
