@@ -4,6 +4,7 @@ The public names live here; storage backends are in `fb.backends`, codecs in `fb
 errors in `fb.exceptions` and the interfaces in `fb.typing`.
 """
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from ._handle import Fb as Fb
@@ -18,6 +19,10 @@ from ._sizeof import default_sizeof as default_sizeof
 from ._stats import PoolStatistics as PoolStatistics
 from ._stats import StoreStatistics as StoreStatistics
 from ._store import BackingStore as BackingStore
+
+# A library logs to "fb" and lets the application decide where that goes; background
+# errors are never lost meanwhile: finished() raises them and on_error sees them.
+logging.getLogger("fb").addHandler(logging.NullHandler())
 
 try:
     __version__ = version("file-backed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -24,6 +25,9 @@ from ._store import BackingStore
 from .exceptions import HandleClosedError, StoreClosedError
 
 _log = logging.getLogger("fb")
+
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 30.0
 
 __all__ = ["PoolCore"]
 
@@ -45,6 +49,9 @@ class PoolCore(Generic[T]):
     _pending_bytes: int
     max_pending_bytes: int
     _drain_waiters: list[Future[None]]
+    _failed: dict[Entry, float]
+    _retry_delay: float
+    _retry_timer: threading.Timer | None
     on_evict: Callable[[UUID, int, bool], object] | None
     on_load: Callable[[UUID, int, float], object] | None
     on_error: Callable[[BaseException], object] | None
@@ -187,7 +194,11 @@ class PoolCore(Generic[T]):
             self._seconds["store"] += seconds
             if nbytes is None:
                 self._n["write_errors"] += 1
+                if evicting and not entry.closed and entry.value is not MISSING:
+                    self._schedule_retry(entry)
             else:
+                self._failed.pop(entry, None)
+                self._retry_delay = RETRY_FIRST_DELAY
                 self._n["stores"] += 1
                 self._n["bytes_written"] += nbytes
                 if entry.closed and not (entry.readers or entry.writer):
@@ -207,6 +218,53 @@ class PoolCore(Generic[T]):
                         self._drop(entry, batch, dirty=evicting)
             self._wake(entry, batch)
         self._after(batch)
+
+    def _schedule_retry(self, entry: Entry) -> None:
+        """Under the lock: retry a failed eviction write later, with backoff and jitter."""
+        delay = self._retry_delay
+        self._retry_delay = min(delay * 2, RETRY_MAX_DELAY)
+        self._failed[entry] = time.monotonic() + delay * (0.5 + random.random())
+        if self._retry_timer is None:
+            timer = threading.Timer(delay, self._retry_due)
+            timer.daemon = True
+            timer.name = "fb-retry"
+            self._retry_timer = timer
+            timer.start()
+
+    def _retry_due(self) -> None:
+        """Timer thread: re-offer the failed writes whose backoff has passed."""
+        with self._lock:
+            self._retry_timer = None
+        self._retry(time.monotonic())
+
+    def _retry(self, now: float) -> int:
+        batch = Batch()
+        offered = 0
+        with self._lock:
+            if self.store.closed:
+                self._failed.clear()
+                return 0
+            for entry, due in list(self._failed.items()):
+                if due > now:
+                    continue
+                del self._failed[entry]
+                if (
+                    entry.closed
+                    or entry.value is MISSING
+                    or entry not in self._lru
+                    or self._lru.segment(entry) != COLD
+                ):
+                    continue  # it left memory or came back into the budget meanwhile
+                self._offer(entry, batch)
+                offered += 1
+            if self._failed and self._retry_timer is None:
+                delay = max(0.0, min(self._failed.values()) - now)
+                timer = threading.Timer(delay, self._retry_due)
+                timer.daemon = True
+                self._retry_timer = timer
+                timer.start()
+        self._after(batch)
+        return offered
 
     def _begin_write(self, entry: Entry, batch: Batch) -> None:
         """Give ``entry`` to a write guard: new key, the old blob reference dropped."""

@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 import attrs
 
-from ._core import PoolCore
+from ._core import RETRY_FIRST_DELAY, PoolCore
 from ._entry import MISSING, Batch, Entry, wait
 from ._lru import SegmentedLRU
 from ._persist import TrackedPath, parse_key
@@ -91,6 +91,9 @@ class FBPool(PoolCore[T]):
     _pending_bytes: int
     max_pending_bytes: int
     _drain_waiters: list[Future[None]]
+    _failed: dict[Entry, float]
+    _retry_delay: float
+    _retry_timer: threading.Timer | None
     on_evict: Callable[[UUID, int, bool], object] | None
     on_load: Callable[[UUID, int, float], object] | None
     on_error: Callable[[BaseException], object] | None
@@ -144,6 +147,9 @@ class FBPool(PoolCore[T]):
         pending = _check_budget("max_pending_bytes", max_pending_bytes)
         self.max_pending_bytes = DEFAULT_MAX_PENDING_BYTES if pending is None else pending
         self._drain_waiters = []
+        self._failed = {}
+        self._retry_delay = RETRY_FIRST_DELAY
+        self._retry_timer = None
         for name, hook in (("on_evict", on_evict), ("on_load", on_load), ("on_error", on_error)):
             if hook is not None and not callable(hook):
                 raise TypeError(f"{name} must be callable, not {hook!r}")
@@ -288,8 +294,22 @@ class FBPool(PoolCore[T]):
             entries = self._lru.order()
         for entry in entries:
             self._close(entry)
+        with self._lock:
+            timer, self._retry_timer = self._retry_timer, None
+            self._failed.clear()
+        if timer is not None:
+            timer.cancel()
         if self._owns_store:
             self.store.close()
+
+    def retry_writes(self) -> int:
+        """Retry now every eviction write that failed; return how many were started.
+
+        Failed write-backs are retried on their own, with exponential backoff (0.5 s
+        doubling to 30 s, with jitter); call this after fixing the cause (disk space,
+        credentials) to skip the wait. Until a write succeeds the value stays in memory.
+        """
+        return self._retry(float("inf"))
 
     def prefetch(self, handles: Iterable[Fb[T]]) -> Future[None]:
         """Start loading every non-resident handle of ``handles`` in the background.
