@@ -10,10 +10,13 @@ outcome and re-checks what changed meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
@@ -32,6 +35,33 @@ RETRY_MAX_DELAY = 30.0
 __all__ = ["PoolCore"]
 
 T = TypeVar("T")
+
+
+_POOLS: weakref.WeakSet[PoolCore[Any]] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    # Hold every pool's lock across fork() so no child inherits a pool mid-transition.
+    for pool in list(_POOLS):
+        pool._lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for pool in list(_POOLS):
+        with contextlib.suppress(RuntimeError):
+            pool._lock.release()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_POOLS):
+        pool._after_fork()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 class PoolCore(Generic[T]):
@@ -55,6 +85,21 @@ class PoolCore(Generic[T]):
     on_evict: Callable[[UUID, int, bool], object] | None
     on_load: Callable[[UUID, int, float], object] | None
     on_error: Callable[[BaseException], object] | None
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, and no work in flight.
+
+        Writes and loads in flight died with the parent's threads, so their entries go back
+        to what they were before (values stay resident and dirty; a load can be retried).
+        """
+        self._lock = threading.Lock()
+        self._pending_writes = self._pending_bytes = 0
+        self._drain_waiters = []
+        self._failed = {}
+        self._retry_timer = None
+        for entry in self._lru.order():
+            entry.writing = entry.evicting = entry.loading = False
+            entry.waiter = None
 
     # -- internals: bookkeeping under the lock ---------------------------------------------
 

@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 import attrs
 
-from ._core import RETRY_FIRST_DELAY, PoolCore
+from ._core import _POOLS, RETRY_FIRST_DELAY, PoolCore
 from ._entry import MISSING, Batch, Entry, wait
 from ._lru import SegmentedLRU
 from ._persist import TrackedPath, parse_key
@@ -157,6 +157,7 @@ class FBPool(PoolCore[T]):
         self.on_load = on_load
         self.on_error = on_error
         self._owns_store = False
+        _POOLS.add(self)
 
     def __repr__(self) -> str:
         return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -11,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from uuid import UUID
 
 import attrs
@@ -56,6 +57,40 @@ def _warn_unclosed(shared: _Shared, name: str) -> None:
         )
 
 
+_STORES: weakref.WeakSet[BackingStore[Any]] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    # Hold every store's lock across fork() so no child inherits one mid-update.
+    for store in list(_STORES):
+        store._lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for store in list(_STORES):
+        with contextlib.suppress(RuntimeError):
+            store._lock.release()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._lock = threading.Lock()
+        store._idle = threading.Condition(store._lock)
+        store._tasks = 0  # the parent's tasks do not run in the child
+        store._idle_waiters = []
+        # Blobs referenced at fork time belong to the parent too: the child never deletes
+        # them, whatever its handles do; blobs it writes itself it deletes as usual.
+        store._inherited = frozenset(store._refs)
+        store._after_fork()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
+
+
 @attrs.define(eq=False, repr=False, init=False)
 class BackingStore(Generic[T]):
     """Runs a `Strategy`'s blocking I/O on worker threads and owns every blob's lifetime.
@@ -83,6 +118,7 @@ class BackingStore(Generic[T]):
     _refs: dict[UUID, int]
     _tasks: int
     _deletes: int
+    _inherited: frozenset[UUID]
     _idle_waiters: list[Future[None]]
     _errors: list[BaseException]
     _executor: ThreadPoolExecutor | None
@@ -112,6 +148,7 @@ class BackingStore(Generic[T]):
         self._refs = {}
         self._tasks = 0
         self._deletes = 0
+        self._inherited = frozenset()
         self._idle_waiters = []
         self._errors = []
         self._executor = None
@@ -121,6 +158,7 @@ class BackingStore(Generic[T]):
         self._shared = _Shared()
         weakref.finalize(self, _warn_unclosed, self._shared, f"BackingStore({strategy!r})")
         _janitor.start()
+        _STORES.add(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._shared.closed else "open"
@@ -224,6 +262,8 @@ class BackingStore(Generic[T]):
             # Blobs of handles still alive are unreachable once the store is closed: the
             # cache tier is temporary, so they are removed now rather than left as litter.
             for key in leftover:
+                if key in self._inherited:
+                    continue
                 try:
                     self.strategy.delete(key)
                 except Exception as exc:
@@ -386,7 +426,7 @@ class BackingStore(Generic[T]):
         # The stripe lock orders this delete with a register of the same key: a key that
         # was registered again after its last release keeps its blob.
         with self._stripe(key):
-            if key in self._refs:
+            if key in self._refs or key in self._inherited:
                 return
             self.strategy.delete(key)
         with self._lock:
