@@ -5,7 +5,7 @@ r"""The blob format: a small header, the codec's payload, and a trailer.
     header   magic b"\x93FBB" | version u8 | flags u8 | codec-name length u16 | codec name
     payload  whatever the codec wrote
     [mac]    signed blobs only (flag bit 0): HMAC-SHA256 of header, payload and its length
-    trailer  payload length u64 | crc32 of the payload u32 | magic b"\x93FBE"
+    trailer  payload length u64 | crc32 of header and payload u32 | magic b"\x93FBE"
 
 All integers are little-endian. The length and checksum sit in a trailer rather than the
 header so a blob can be written in one forward pass to any sink, including object-store
@@ -57,12 +57,15 @@ class BlobHeader:
         flags: bit 0 set for a signed blob; the others are reserved (0).
         codec: the name of the codec that wrote the payload.
         size: the header's length in bytes; the payload starts there.
+        raw: the header's bytes (the checksum covers them, so a damaged codec name is
+            told apart from a blob of another codec).
     """
 
     version: int
     flags: int
     codec: str
     size: int
+    raw: bytes
 
 
 FLAG_SIGNED = 0x01
@@ -121,7 +124,9 @@ def read_header(file: IO[bytes]) -> BlobHeader:
         codec = name.decode()
     except UnicodeDecodeError as exc:
         raise CorruptBlobError("blob header holds an invalid codec name") from exc
-    return BlobHeader(version=version, flags=flags, codec=codec, size=_HEAD.size + name_len)
+    return BlobHeader(
+        version=version, flags=flags, codec=codec, size=_HEAD.size + name_len, raw=head + name
+    )
 
 
 def encode_trailer(length: int, crc: int) -> bytes:
@@ -149,11 +154,11 @@ class ChecksumWriter(io.RawIOBase):
     Codecs see an ordinary binary file; buffers are passed through, never copied.
     """
 
-    def __init__(self, raw: IO[bytes], mac: hmac.HMAC | None = None) -> None:
+    def __init__(self, raw: IO[bytes], mac: hmac.HMAC | None = None, crc: int = 0) -> None:
         super().__init__()
         self._raw = raw
         self._mac = mac
-        self.crc = 0
+        self.crc = crc
         self.length = 0
 
     def writable(self) -> bool:
@@ -179,11 +184,11 @@ class ChecksumReader(io.RawIOBase):
     the whole payload.
     """
 
-    def __init__(self, raw: IO[bytes], length: int) -> None:
+    def __init__(self, raw: IO[bytes], length: int, crc: int = 0) -> None:
         super().__init__()
         self._raw = raw
         self.remaining = length
-        self.crc = 0
+        self.crc = crc
 
     def readable(self) -> bool:
         return True

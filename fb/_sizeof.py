@@ -39,12 +39,12 @@ def _sizeof(value: Any, depth: int) -> int:
         return nbytes
     if depth >= _MAX_DEPTH:
         return sys.getsizeof(value)
-    if kind is dict:
+    if isinstance(value, dict):
         items = list(value.items())
         return sys.getsizeof(value) + _sample(
             items, lambda kv: _sizeof(kv[0], depth + 1) + _sizeof(kv[1], depth + 1)
         )
-    if kind in (list, tuple, set, frozenset):
+    if isinstance(value, list | tuple | set | frozenset):
         return sys.getsizeof(value) + _sample(list(value), lambda v: _sizeof(v, depth + 1))
     try:
         return sys.getsizeof(value)

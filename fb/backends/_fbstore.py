@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import threading
+import zlib
 from typing import IO, Any, Generic, TypeVar, cast
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from .._blob import (
     FLAG_SIGNED,
     MAC_SIZE,
     TRAILER,
+    BlobHeader,
     ChecksumReader,
     ChecksumWriter,
     decode_trailer,
@@ -187,16 +189,17 @@ class FBStore(Generic[T]):
                         with contextlib.suppress(FileNotFoundError):
                             fs.rm_file(path)
                             removed += 1
-        for shard in SHARDS if self.path.is_local else ():
-            shard_dir = f"{self.path.root}/{shard}"
-            try:
-                names = os.listdir(shard_dir)
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if _BLOB_NAME.match(name) or _TEMP_NAME.match(name):
+        shards = set(os.listdir(self.path.root)) & set(SHARDS) if self.path.is_local else ()
+        for shard in sorted(shards):
+            with os.scandir(f"{self.path.root}/{shard}") as entries:
+                for item in entries:
+                    name = item.name
+                    if not (_BLOB_NAME.match(name) or _TEMP_NAME.match(name)):
+                        continue
+                    if not item.is_file(follow_symlinks=False):
+                        continue  # a directory or link with a blob-like name is not ours
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(f"{shard_dir}/{name}")
+                        os.unlink(item.path)
                         removed += 1
         if removed:
             _log.info("fb: swept %d leftover file(s) from %s", removed, self.path.root)
@@ -226,8 +229,14 @@ class FBStore(Generic[T]):
         if not self.path.is_local:
             return self._store_fs(key, value, final)
         tmp = f"{self.path.shard_dir(key)}/.{key.hex}.{secrets.token_hex(4)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(tmp, flags, 0o600)
+            except FileNotFoundError:
+                # Shard directories are made on first use: opening a store stays cheap.
+                os.makedirs(self.path.shard_dir(key), mode=0o700, exist_ok=True)
+                fd = os.open(tmp, flags, 0o600)
         except OSError as exc:
             raise _with_path(exc, tmp) from exc
         try:
@@ -281,7 +290,7 @@ class FBStore(Generic[T]):
         header = encode_header(self.codec.name, signed=secret is not None)
         file.write(header)
         mac = None if secret is None else new_mac(secret, header)
-        writer = _GuardedWriter(file, mac)
+        writer = _GuardedWriter(file, mac, zlib.crc32(header))
         try:
             self.codec.dump(value, cast("IO[bytes]", writer))
         except _IOFailureError as failure:
@@ -337,6 +346,7 @@ class FBStore(Generic[T]):
         except CorruptBlobError as exc:
             raise CorruptBlobError(str(exc), key=key, path=path) from exc
         if header.codec != self.codec.name:
+            self._check_intact(key, file, header, size, path)
             raise CodecError(
                 f"blob was written by codec {header.codec!r} and cannot be read by "
                 f"codec {self.codec.name!r}",
@@ -368,7 +378,7 @@ class FBStore(Generic[T]):
         if signed and self._secret is not None:
             self._verify(key, file, header.size, payload, path)
         file.seek(header.size)
-        reader = ChecksumReader(file, payload)
+        reader = ChecksumReader(file, payload, zlib.crc32(header.raw))
         try:
             value = self.codec.load(cast("IO[bytes]", reader))
         except Exception as exc:
@@ -391,6 +401,28 @@ class FBStore(Generic[T]):
                 path=path,
             )
         return value
+
+    def _check_intact(
+        self, key: UUID, file: IO[bytes], header: BlobHeader, size: int, path: str
+    ) -> None:
+        """Raise CorruptBlobError unless the blob's checksum holds (header included).
+
+        Tells a damaged codec name apart from a blob that another codec wrote.
+        """
+        signed = bool(header.flags & FLAG_SIGNED)
+        payload = size - header.size - (MAC_SIZE if signed else 0) - TRAILER.size
+        try:
+            if payload < 0:
+                raise CorruptBlobError("blob is truncated")
+            file.seek(size - TRAILER.size)
+            length, crc = decode_trailer(file.read(TRAILER.size))
+            file.seek(header.size)
+            reader = ChecksumReader(file, payload, zlib.crc32(header.raw))
+            reader.finish()
+            if length != payload or reader.crc != crc:
+                raise CorruptBlobError("checksum mismatch")
+        except CorruptBlobError as exc:
+            raise CorruptBlobError(str(exc), key=key, path=path) from None
 
     def _verify(
         self, key: UUID, file: IO[bytes], header_size: int, payload: int, path: str

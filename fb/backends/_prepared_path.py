@@ -141,20 +141,16 @@ class PreparedPath:
         return PreparedPath(f"{self.root}/{name}", fs=self.fs)
 
     def prepare(self) -> None:
-        """Create the root and its 256 shard directories (mode 0700) where directories exist.
+        """Create the root directory (mode 0700) where directories exist.
 
-        On an object store nothing is created; the bucket must exist.
+        Shard directories (mode 0700) are created when their first blob is written. On an
+        object store nothing is created; the bucket must exist.
 
         Raises:
             FileNotFoundError: the bucket of an object-store location does not exist.
         """
         if self.is_local:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
-            for shard in SHARDS:
-                try:
-                    os.mkdir(f"{self.root}/{shard}", 0o700)
-                except FileExistsError:
-                    continue
         elif self.is_object_store:
             self.check_bucket()
         else:
