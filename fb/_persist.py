@@ -37,7 +37,7 @@ def parse_key(key: object) -> UUID:
     if not isinstance(key, str):
         raise TypeError(f"a key is a uuid.UUID or a 32-hex string, not {type(key).__name__}")
     lowered = key.lower()
-    if not _KEY.match(lowered):
+    if not _KEY.fullmatch(lowered):
         raise InvalidKeyError(f"not a key: {key!r} (expected 32 hexadecimal digits)")
     return UUID(lowered)
 

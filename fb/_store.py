@@ -450,16 +450,10 @@ class BackingStore(Generic[T]):
         Two registrations of one key share one cache blob. Returns False if ``location``
         holds no blob ``key``.
         """
-        with self._lock:
-            self.check_open()
-            if key in self._refs:
-                self._refs[key] += 1
-                return True
+        self.check_open()
         with self._stripe(key):
-            with self._lock:
-                if key in self._refs:
-                    self._refs[key] += 1
-                    return True
+            # Always ask the backend: the location must still hold the key, even when the
+            # cache holds its blob already (the backend then places nothing).
             if not self.strategy.register(key, location):
                 return False
             with self._lock:

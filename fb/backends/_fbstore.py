@@ -497,7 +497,8 @@ class FBStore(Generic[T]):
         paths: list[str] = []
         if location.url not in self._claimed:
             paths += _locations.claim(location)
-            self._claimed.add(location.url)
+            with self._close_lock:
+                self._claimed.add(location.url)
         try:
             paths += _locations.place(self.path, location, key, durable=True)
         except OSError as exc:
@@ -512,6 +513,10 @@ class FBStore(Generic[T]):
         Returns:
             False if ``location`` holds no blob ``key``.
         """
+        source = location.blob_path(key)
+        with remote_errors(location.fs.unstrip_protocol(source)):
+            if not location.fs.exists(source):
+                return False
         try:
             _locations.place(location, self.path, key, durable=False)
         except FileNotFoundError:

@@ -35,6 +35,7 @@ MARKER_TEXT = b"fb persist location, format 1\n"
 _LOCK_NAME = ".fb-lock"
 _BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
 _TEMP_NAME = re.compile(r"^\.[0-9a-f]{32}\.[0-9a-f]+\.tmp$")
+_MARKER_TEMP = re.compile(r"^\.fb-persist\.[0-9a-f]+\.tmp$")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
@@ -95,7 +96,7 @@ def scan(location: PreparedPath) -> tuple[set[UUID], list[str]]:
                         keys.add(UUID(hex=blob))
                     elif not _TEMP_NAME.match(blob):
                         unknown.append(f"{name}/{blob}")
-            elif name not in (MARKER_NAME, _LOCK_NAME):
+            elif name not in (MARKER_NAME, _LOCK_NAME) and not _MARKER_TEMP.match(name):
                 unknown.append(name)
     else:
         with remote_errors(location.url):
@@ -139,16 +140,27 @@ def claim(location: PreparedPath) -> list[str]:
             raise ForeignLocationError(
                 f"{root} is the cache directory of a store, not a persist location"
             )
-        try:
-            with open(marker, "rb") as file:
-                content = file.read(len(MARKER_TEXT) + 1)
-        except FileNotFoundError:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
-            with open(fd, "wb") as file:
-                file.write(MARKER_TEXT)
-                file.flush()
-                os.fsync(file.fileno())
-            return [root]
+        if not os.path.exists(marker):
+            # Written whole under a temporary name, then linked into place: concurrent first
+            # persists agree on one marker, and a crash never leaves an empty one behind.
+            tmp = f"{root}/{MARKER_NAME}.{secrets.token_hex(4)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+            try:
+                with open(fd, "wb") as file:
+                    file.write(MARKER_TEXT)
+                    file.flush()
+                    os.fsync(file.fileno())
+                try:
+                    os.link(tmp, marker)
+                except FileExistsError:
+                    pass  # another persist claimed it first: check its content below
+                else:
+                    return [root]
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        with open(marker, "rb") as file:
+            content = file.read(len(MARKER_TEXT) + 1)
     else:
         with remote_errors(location.url):
             try:
@@ -208,7 +220,9 @@ def place(src: PreparedPath, dst: PreparedPath, key: UUID, *, durable: bool) -> 
         if os.path.exists(target):
             return []
         if not os.path.isdir(shard):
-            os.makedirs(shard, mode=0o700, exist_ok=True)
+            # mkdir, not makedirs: a location that was removed must not come back unmarked.
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(shard, 0o700)
         try:
             os.link(source, target)
         except FileExistsError:
