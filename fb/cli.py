@@ -1,4 +1,7 @@
-"""The ``fb`` command line."""
+"""The ``fb`` command line: the group, and the commands that write (demo) or delete (gc).
+
+The read-only commands and the options every command shares are in `fb._cli_ops`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import contextlib
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -14,7 +18,17 @@ from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, _inspect
+from ._cli_ops import (
+    COMMANDS,
+    KIND_TEXT,
+    PROBLEMS,
+    emit_json,
+    human_size,
+    location_options,
+    open_location,
+    storage_errors,
+)
 from ._handle import Fb
 from ._pool import FBPool
 from ._store import BackingStore
@@ -31,8 +45,16 @@ MIB = 1 << 20
 def main() -> None:
     """fb: keep hot objects in memory, spill cold ones to disk.
 
-    Run `fb demo` to see it work on your machine.
+    Run `fb demo` to see it work on your machine. The other commands look after the
+    locations fb writes: ls, inspect and du read them, verify checks every blob, gc
+    cleans up after crashed processes. Every command takes --help and --json; exit
+    status 0 means all is well, 1 that problems were found, 2 a usage error or a
+    location that cannot be read.
     """
+
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 class _Payloads:
@@ -216,3 +238,114 @@ def demo(
         )
     if bad:
         raise SystemExit(1)
+
+
+@main.command("gc", short_help="Find leftovers of dead stores and orphans; --yes deletes.")
+@click.argument("url")
+@location_options
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Keys to keep at a persist location (a JSON list, or one 32-hex key per line); "
+    "blobs it does not list are deleted.",
+)
+@click.option(
+    "--min-age",
+    type=click.FloatRange(0),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Where no lock tells whether a writer is alive, delete only temporary files at "
+    "least this old.",
+)
+@click.option("--yes", is_flag=True, help="Delete (the default is a dry run).")
+def gc_command(
+    url: str,
+    storage_option: tuple[str, ...],
+    endpoint_url: str | None,
+    as_json: bool,
+    manifest: Path | None,
+    min_age: float,
+    yes: bool,
+) -> None:
+    """Find (and with --yes delete) what crashed or finished processes left at URL.
+
+    In a cache directory whose lock no live store holds: every blob and temporary file
+    (what the next store to open it would sweep). The lock is held while gc works, so no
+    store can open the directory meanwhile. If a live store holds it, nothing is touched.
+
+    In a persist location: temporary files older than --min-age, and with --manifest the
+    blobs whose keys it does not list (none if it lists none of them: a wrong manifest is
+    likelier than an empty save). Run it only while no process saves there.
+
+    Names fb does not own are listed and never deleted. A dry run exits with 1 when it finds
+    something to delete; 1 also when a deletion fails, or the manifest lists missing keys
+    or none of the blobs.
+    """
+    location = open_location(url, storage_option, endpoint_url)
+    keep = None
+    if manifest is not None:
+        try:
+            keep = _inspect.read_manifest(manifest)
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--manifest") from None
+    with storage_errors(), _inspect.hold_lock(location) as locked:
+        listing = _inspect.list_location(location)
+        if keep is not None and listing.kind == "cache":
+            raise click.UsageError("--manifest is for persist locations, not cache directories")
+        plan = _inspect.plan_gc(
+            listing, locked=locked, manifest=keep, min_age=min_age, now=time.time()
+        )
+        failures = _inspect.delete_files(location, [i.file for i in plan.delete]) if yes else []
+    _gc_report(listing.url, plan, yes, failures, as_json)
+    if (plan.delete and not yes) or failures or plan.missing or plan.refused:
+        sys.exit(PROBLEMS)
+
+
+def _gc_report(
+    url: str, plan: _inspect.GcPlan, yes: bool, failures: list[tuple[str, str]], as_json: bool
+) -> None:
+    if as_json:
+        emit_json(
+            {
+                "url": url,
+                "kind": plan.kind,
+                "locked": plan.locked,
+                "dry_run": not yes,
+                "delete": [
+                    {"name": i.file.name, "size": i.file.size, "reason": i.reason}
+                    for i in plan.delete
+                ],
+                "deleted": len(plan.delete) - len(failures) if yes else 0,
+                "failed": [{"name": name, "error": error} for name, error in failures],
+                "kept_blobs": len(plan.kept_blobs),
+                "kept_recent": [file.name for file in plan.kept_recent],
+                "missing": list(plan.missing),
+                "foreign": [file.name for file in plan.foreign],
+                "refused": plan.refused,
+            }
+        )
+        return
+    click.echo(f"{url}: {KIND_TEXT[plan.kind]}")
+    if plan.locked:
+        click.echo("a live store holds the lock: the directory is in use; nothing touched")
+        return
+    verb = "deleted" if yes else "would delete"
+    for item in plan.delete:
+        click.echo(f"{verb} {item.file.name} ({human_size(item.file.size)}): {item.reason}")
+    nbytes = sum(item.file.size for item in plan.delete)
+    click.echo(f"{verb} {len(plan.delete)} file(s), {human_size(nbytes)}")
+    for name, error in failures:
+        click.echo(f"FAILED {name}: {error}", err=True)
+    if plan.kept_blobs:
+        click.echo(f"kept {len(plan.kept_blobs)} blob(s)")
+    if plan.kept_recent:
+        click.echo(f"kept {len(plan.kept_recent)} temporary file(s) younger than --min-age")
+    if plan.refused:
+        click.echo(f"REFUSED: {plan.refused}")
+    for key in plan.missing:
+        click.echo(f"MISSING {key}: listed in the manifest, no blob here")
+    for file in plan.foreign:
+        click.echo(f"left alone {file.name}: not a name fb owns")
+    if plan.delete and not yes:
+        click.echo("dry run: nothing deleted; run again with --yes to delete")

@@ -194,7 +194,10 @@ class FBStore(Generic[T]):
             with os.scandir(f"{self.path.root}/{shard}") as entries:
                 for item in entries:
                     name = item.name
-                    if not (_BLOB_NAME.match(name) or _TEMP_NAME.match(name)):
+                    if _BLOB_NAME.match(name):
+                        if not name.startswith(shard):
+                            continue  # a blob name outside its own shard is not ours
+                    elif not (_TEMP_NAME.match(name) and name[1:3] == shard):
                         continue
                     if not item.is_file(follow_symlinks=False):
                         continue  # a directory or link with a blob-like name is not ours
