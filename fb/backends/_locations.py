@@ -272,8 +272,19 @@ def _place_remote(
         # Local -> remote: a streamed upload, visible only once complete.
         dst.fs.put_file(source, target)
     else:
-        with src.fs.open(source, "rb") as fsrc, dst.fs.open(target, "wb") as fdst:
-            shutil.copyfileobj(fsrc, fdst, 1 << 22)
+        # Across filesystems: stream through this process. The destination is committed
+        # only if the whole copy succeeded; a failure discards the upload, never leaving a
+        # partial blob that a later persist would take for a finished one.
+        with src.fs.open(source, "rb") as fsrc:
+            fdst = dst.fs.open(target, "wb")
+            try:
+                shutil.copyfileobj(fsrc, fdst, 1 << 22)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    fdst.discard()
+                fdst.closed = True
+                raise
+            fdst.close()
     return []
 
 

@@ -1,0 +1,63 @@
+"""The backend conformance suite of `fb.testing.backends`, run against every built-in backend."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from fb.backends import PreparedPath
+from fb.testing.backends import BackendSuite, PersistSuite
+from tests.s3.moto_fixtures import S3Bucket
+
+
+class TestLocalDirectory(BackendSuite, PersistSuite):
+    """A cache and a persist directory on the local disk (hard links between them)."""
+
+    @pytest.fixture(name="location")
+    def fixture_location(self, tmp_path: Path) -> PreparedPath:
+        return PreparedPath(tmp_path / "cache")
+
+    @pytest.fixture(name="persist_location")
+    def fixture_persist_location(self, tmp_path: Path) -> PreparedPath:
+        (tmp_path / "persist").mkdir()
+        return PreparedPath(tmp_path / "persist")
+
+
+@pytest.fixture(name="memory_root")
+def fixture_memory_root() -> Iterator[str]:
+    """A unique root on fsspec's process-wide memory filesystem, removed afterwards."""
+    root = f"/fb-test-{uuid.uuid4().hex}"
+    yield root
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+class TestMemory(BackendSuite, PersistSuite):
+    """Cache and persist location on ``memory://`` (streamed copies, no hard links)."""
+
+    @pytest.fixture(name="location")
+    def fixture_location(self, memory_root: str) -> PreparedPath:
+        return PreparedPath(f"memory://{memory_root}/cache")
+
+    @pytest.fixture(name="persist_location")
+    def fixture_persist_location(self, memory_root: str) -> PreparedPath:
+        location = PreparedPath(f"memory://{memory_root}/persist")
+        location.fs.makedirs(location.root, exist_ok=True)
+        return location
+
+
+class TestS3(BackendSuite, PersistSuite):
+    """Cache and persist prefixes in one bucket of moto's S3 server (server-side copies)."""
+
+    @pytest.fixture(name="location")
+    def fixture_location(self, s3: S3Bucket) -> PreparedPath:
+        return s3.location("cache")
+
+    @pytest.fixture(name="persist_location")
+    def fixture_persist_location(self, s3: S3Bucket) -> PreparedPath:
+        return s3.location("durable")
