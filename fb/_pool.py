@@ -40,7 +40,7 @@ def _check_budget(name: str, value: int | None) -> int | None:
     return value
 
 
-@attrs.define(eq=False, repr=False, init=False)
+@attrs.define(eq=False, repr=False, init=False, slots=False)
 class FBPool(PoolCore[T]):
     """Keeps the hot values of many items in memory and the cold ones on storage.
 
@@ -77,26 +77,9 @@ class FBPool(PoolCore[T]):
         until they can leave.
     """
 
-    store: BackingStore[T]
+    # The item state's attributes are declared on PoolCore; these are the pool's own.
     max_items: int | None
     max_bytes: int | None
-    sizeof: Callable[[Any], int]
-    _lock: threading.Lock
-    _lru: SegmentedLRU[Entry]
-    _n: dict[str, int]
-    _seconds: dict[str, float]
-    _resident_items: int
-    _resident_bytes: int
-    _pending_writes: int
-    _pending_bytes: int
-    max_pending_bytes: int
-    _drain_waiters: list[Future[None]]
-    _failed: dict[Entry, float]
-    _retry_delay: float
-    _retry_timer: threading.Timer | None
-    on_evict: Callable[[UUID, int, bool], object] | None
-    on_load: Callable[[UUID, int, float], object] | None
-    on_error: Callable[[BaseException], object] | None
     _owns_store: bool
 
     def __init__(
