@@ -228,17 +228,15 @@ class ChecksumReader(io.RawIOBase):
         return got
 
     def readline(self, size: int | None = -1) -> bytes:
-        # Only text-mode pickle protocols read lines; they are rare and small.
         limit = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        out = bytearray()
-        while len(out) < limit:
-            char = self.read(1)
-            if not char:
-                break
-            out += char
-            if char == b"\n":
-                break
-        return bytes(out)
+        if limit == 0:
+            return b""
+        data = self._raw.readline(limit)
+        self.remaining -= len(data)
+        self.crc = zlib.crc32(data, self.crc)
+        if not data:
+            self.remaining = 0  # the file is shorter than its trailer claims
+        return data
 
     def finish(self, chunk: int = 1 << 20) -> int:
         """Read and checksum whatever the codec left unread; return how many bytes that was."""
