@@ -7,10 +7,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import fsspec
+from fsspec.utils import get_protocol
+
 from ._pool import FBPool
 from ._store import DEFAULT_MAX_WORKERS, BackingStore
-from .backends import FBStore, PreparedPath
+from .backends import get_backend
+from .backends._prepared_path import OBJECT_STORE_PROTOCOLS
+from .backends._registry import fbstore_backend
 from .codecs import get_codec
+from .exceptions import PluginNotFoundError
 from .typing import Codec
 
 __all__ = ["open_pool"]
@@ -30,6 +36,10 @@ def open_pool(
     **storage_options: Any,
 ) -> FBPool[Any]:
     """Open a pool whose cold items spill to ``url``: a local path or any fsspec URL.
+
+    The URL's protocol picks the backend from the registry (`fb.backends.get_backend`): the
+    built-in `FBStore` for ``file``, ``memory``, ``s3`` and any fsspec protocol, or a plugin
+    registered for its protocol.
 
     The pool owns its store: ``pool.close()`` (or leaving ``with open_pool(...) as pool:``)
     closes both, deleting the blobs still referenced. On an object store (``s3://…``) the
@@ -56,13 +66,25 @@ def open_pool(
         FileNotFoundError: the bucket of an object-store URL does not exist.
         StoreLockedError: another live store owns the local directory.
     """
-    location = PreparedPath(url, **storage_options)
-    if location.is_object_store:
-        location = location.child(f"fb-{uuid.uuid4().hex}")
+    target = os.fspath(url)
+    protocol = get_protocol(target)
+    if protocol in OBJECT_STORE_PROTOCOLS:
+        target = f"{target.rstrip('/')}/fb-{uuid.uuid4().hex}"
         workers = OBJECT_STORE_WORKERS
     else:
         workers = DEFAULT_MAX_WORKERS
-    strategy: FBStore[Any] = FBStore(get_codec(codec), location, secret_key=secret_key)
+    options = dict(storage_options)
+    if secret_key is not None:
+        options["secret_key"] = secret_key
+    # The backend registry serves the URL's protocol: built-ins (FBStore on fsspec) or a
+    # plugin registered under the fb.backends entry point.
+    try:
+        factory = get_backend(protocol)
+    except PluginNotFoundError:
+        if protocol not in fsspec.available_protocols():
+            raise
+        factory = fbstore_backend  # any other fsspec filesystem: FBStore over it
+    strategy = factory(get_codec(codec), target, **options)
     try:
         store: BackingStore[Any] = BackingStore(strategy, max_workers=max_workers or workers)
         pool: FBPool[Any] = FBPool(store, max_items=max_items, max_bytes=max_bytes, sizeof=sizeof)

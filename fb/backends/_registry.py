@@ -49,6 +49,7 @@ def fbstore_backend(
     /,
     *,
     sweep: bool | None = None,
+    secret_key: bytes | str | None = None,
     **storage_options: Any,
 ) -> FBStore[Any]:
     """Build an `FBStore`: the factory of the built-in backends (any fsspec filesystem).
@@ -57,6 +58,7 @@ def fbstore_backend(
         codec: a codec or a codec spec.
         path_or_url: a `PreparedPath`, a local path or an fsspec URL.
         sweep: passed to `FBStore`.
+        secret_key: passed to `FBStore` (sign and check blobs).
         **storage_options: passed to fsspec through `PreparedPath` (e.g. ``client_kwargs``
             for S3); not allowed with a `PreparedPath`, which carries its own.
     """
@@ -66,7 +68,7 @@ def fbstore_backend(
         path = path_or_url
     else:
         path = PreparedPath(path_or_url, **storage_options)
-    return FBStore(codec, path, sweep=sweep)
+    return FBStore(codec, path, sweep=sweep, secret_key=secret_key)
 
 
 _FBSTORE = "fb.backends._registry:fbstore_backend"
