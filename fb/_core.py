@@ -79,7 +79,7 @@ class PoolCore(Generic[T]):
     _pending_bytes: int
     max_pending_bytes: int
     _drain_waiters: list[Future[None]]
-    _failed: dict[Entry, float]
+    _failed: dict[Entry, tuple[float, int]]
     _retry_delay: float
     _retry_timer: threading.Timer | None
     on_evict: Callable[[UUID, int, bool], object] | None
@@ -179,6 +179,7 @@ class PoolCore(Generic[T]):
 
     def _finalize(self, entry: Entry, batch: Batch) -> None:
         """Remove a closed entry whose last guard is gone."""
+        self._unfail(entry, batch)
         if entry in self._lru:
             self._lru.remove(entry)
         if entry.value is not MISSING:
@@ -231,18 +232,21 @@ class PoolCore(Generic[T]):
             evicting = entry.evicting
             entry.writing = entry.evicting = False
             self._pending_writes -= 1
-            if evicting:
+            retrying = (
+                evicting and nbytes is None and not entry.closed and entry.value is not MISSING
+            )
+            if evicting and not retrying:
                 self._pending_bytes -= entry.size
-                if self._drain_waiters and self._pending_bytes <= self.max_pending_bytes:
-                    batch.wake.extend(self._drain_waiters)
-                    self._drain_waiters.clear()
+                self._wake_drained(batch)
             self._seconds["store"] += seconds
             if nbytes is None:
                 self._n["write_errors"] += 1
-                if evicting and not entry.closed and entry.value is not MISSING:
+                if retrying:
+                    # Its bytes stay counted as pending: while storage fails, backpressure
+                    # holds the producer back instead of letting memory grow without bound.
                     self._schedule_retry(entry)
             else:
-                self._failed.pop(entry, None)
+                self._unfail(entry, batch)
                 self._retry_delay = RETRY_FIRST_DELAY
                 self._n["stores"] += 1
                 self._n["bytes_written"] += nbytes
@@ -264,11 +268,27 @@ class PoolCore(Generic[T]):
             self._wake(entry, batch)
         self._after(batch)
 
+    def _wake_drained(self, batch: Batch) -> None:
+        if self._drain_waiters and self._pending_bytes <= self.max_pending_bytes:
+            batch.wake.extend(self._drain_waiters)
+            self._drain_waiters.clear()
+
+    def _unfail(self, entry: Entry, batch: Batch) -> None:
+        """Under the lock: ``entry`` no longer waits for a retry; its bytes stop pending."""
+        failed = self._failed.pop(entry, None)
+        if failed is not None:
+            self._pending_bytes -= failed[1]
+            self._wake_drained(batch)
+
     def _schedule_retry(self, entry: Entry) -> None:
         """Under the lock: retry a failed eviction write later, with backoff and jitter."""
         delay = self._retry_delay
         self._retry_delay = min(delay * 2, RETRY_MAX_DELAY)
-        self._failed[entry] = time.monotonic() + delay * (0.5 + random.random())
+        earlier = self._failed.get(entry)
+        if earlier is not None:
+            # It failed again before its retry came up: count its bytes once.
+            self._pending_bytes -= earlier[1]
+        self._failed[entry] = (time.monotonic() + delay * (0.5 + random.random()), entry.size)
         if self._retry_timer is None:
             timer = threading.Timer(delay, self._retry_due)
             timer.daemon = True
@@ -287,12 +307,13 @@ class PoolCore(Generic[T]):
         offered = 0
         with self._lock:
             if self.store.closed:
-                self._failed.clear()
-                return 0
-            for entry, due in list(self._failed.items()):
-                if due > now:
-                    continue
-                del self._failed[entry]
+                for entry in list(self._failed):
+                    self._unfail(entry, batch)
+                due_entries = []
+            else:
+                due_entries = [e for e, (due, _) in self._failed.items() if due <= now]
+            for entry in due_entries:
+                self._unfail(entry, batch)
                 if (
                     entry.closed
                     or entry.value is MISSING
@@ -303,7 +324,7 @@ class PoolCore(Generic[T]):
                 self._offer(entry, batch)
                 offered += 1
             if self._failed and self._retry_timer is None:
-                delay = max(0.0, min(self._failed.values()) - now)
+                delay = max(0.0, min(due for due, _ in self._failed.values()) - time.monotonic())
                 timer = threading.Timer(delay, self._retry_due)
                 timer.daemon = True
                 self._retry_timer = timer

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from . import _janitor
 from ._entry import MISSING, Batch, Entry, wait
+from ._persist import check_tracked
 
 if TYPE_CHECKING:
     from ._persist import TrackedPath
@@ -217,7 +218,7 @@ class Fb(Generic[T]):
         """
         pool, entry = self._pool, self._entry
         store = pool.store
-        tracked._check_store(store)
+        check_tracked(tracked, store)
         while True:
             with pool._lock:
                 pool._check_usable(entry)
@@ -229,7 +230,7 @@ class Fb(Generic[T]):
                     break
             self.write_now()
         try:
-            if key not in tracked:
+            if not tracked._is_placed(key):
                 tracked._added(key, store.strategy.persist(key, tracked.path))
         finally:
             store.release(key)

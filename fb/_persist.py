@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._handle import Fb
     from ._store import BackingStore
 
-__all__ = ["TrackedPath", "as_location", "asave", "parse_key", "save"]
+__all__ = ["TrackedPath", "as_location", "asave", "check_tracked", "parse_key", "save"]
 
 R = TypeVar("R")
 
@@ -40,6 +40,19 @@ def parse_key(key: object) -> UUID:
     if not _KEY.fullmatch(lowered):
         raise InvalidKeyError(f"not a key: {key!r} (expected 32 hexadecimal digits)")
     return UUID(lowered)
+
+
+def check_tracked(tracked: object, store: BackingStore[Any]) -> TrackedPath:
+    """Return ``tracked`` if it is a `TrackedPath` of ``store``.
+
+    Raises:
+        TypeError: ``tracked`` is not a TrackedPath (a path, say).
+        ValueError: another store tracks it.
+    """
+    if not isinstance(tracked, TrackedPath):
+        raise TypeError(f"a TrackedPath is needed (from store.track_path), not {tracked!r}")
+    tracked._check_store(store)
+    return tracked
 
 
 def as_location(location: PreparedPath | str | os.PathLike[str]) -> PreparedPath:
@@ -64,7 +77,7 @@ class TrackedPath:
         Thread-safe. Reading keys never does I/O.
     """
 
-    __slots__ = ("_keys", "_lock", "_store", "_unsynced", "path", "unknown")
+    __slots__ = ("_keys", "_lock", "_placed", "_store", "_unsynced", "path", "unknown")
 
     def __init__(
         self,
@@ -77,6 +90,10 @@ class TrackedPath:
         self.path = path
         self.unknown: tuple[str, ...] = tuple(unknown)
         self._keys: set[UUID] = set(keys)
+        # Keys placed through this store since tracking began: their files are in
+        # _unsynced until the next fsync. A key found only by a scan may have been left
+        # unsynced by a process that died, so persisting it again syncs it too.
+        self._placed: set[UUID] = set()
         self._lock = threading.Lock()
         self._unsynced: set[str] = set()
 
@@ -121,14 +138,20 @@ class TrackedPath:
         if store is not self._store:
             raise ValueError(f"{self!r} is tracked by another store")
 
-    def _added(self, key: UUID, paths: Iterable[str]) -> None:
+    def _added(self, key: UUID, paths: Iterable[str], *, placed: bool = True) -> None:
         with self._lock:
             self._keys.add(key)
+            if placed:
+                self._placed.add(key)
             self._unsynced.update(paths)
+
+    def _is_placed(self, key: UUID) -> bool:
+        return key in self._placed
 
     def _removed(self, key: UUID, paths: Iterable[str]) -> None:
         with self._lock:
             self._keys.discard(key)
+            self._placed.discard(key)
             self._unsynced.update(paths)
 
     def _take_unsynced(self) -> set[str]:
@@ -162,6 +185,8 @@ def save(
         What ``commit`` returned.
     """
     handles = list(items)
+    if not isinstance(tracked, TrackedPath):
+        raise TypeError(f"a TrackedPath is needed (from store.track_path), not {tracked!r}")
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1, not {max_concurrency}")
     store = tracked.store

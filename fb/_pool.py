@@ -15,7 +15,7 @@ import attrs
 from ._core import _POOLS, RETRY_FIRST_DELAY, PoolCore
 from ._entry import MISSING, Batch, Entry, wait
 from ._lru import SegmentedLRU
-from ._persist import TrackedPath, parse_key
+from ._persist import TrackedPath, check_tracked, parse_key
 from ._sizeof import default_sizeof
 from ._stats import PoolStatistics
 from ._store import BackingStore
@@ -213,12 +213,10 @@ class FBPool(PoolCore[T]):
         from ._handle import Fb
 
         key = parse_key(key)
-        if not isinstance(tracked, TrackedPath):
-            raise TypeError(f"a TrackedPath is needed (from store.track_path), not {tracked!r}")
-        tracked._check_store(self.store)
+        check_tracked(tracked, self.store)
         if not self.store.retain_registered(key, tracked.path):
             return None
-        tracked._added(key, ())
+        tracked._added(key, (), placed=False)
         entry = Entry(key, MISSING, 0, blob=True)
         with self._lock:
             self._lru.push_back(entry, 0)
@@ -280,7 +278,6 @@ class FBPool(PoolCore[T]):
             self._close(entry)
         with self._lock:
             timer, self._retry_timer = self._retry_timer, None
-            self._failed.clear()
         if timer is not None:
             timer.cancel()
         if self._owns_store:
@@ -303,7 +300,11 @@ class FBPool(PoolCore[T]):
         future completes when all loads ended and holds the first error, if any.
         """
         jobs: list[Future[None]] = []
+        from ._handle import Fb
+
         for handle in handles:
+            if not isinstance(handle, Fb):
+                raise TypeError(f"prefetch takes Fb handles, not {handle!r}")
             if handle._pool is not self:
                 raise ValueError(f"{handle!r} belongs to another pool")
             job = self._prefetch(handle._entry)
@@ -352,9 +353,11 @@ def _all_done(jobs: list[Future[None]]) -> Future[None]:
             left[0] -= 1
             last = left[0] == 0
         if last:
-            errors = [j.exception() for j in jobs if j.exception() is not None]
-            if errors:
+            errors = [e for e in (j.exception() for j in jobs) if e is not None]
+            if len(errors) == 1:
                 done.set_exception(errors[0])
+            elif errors:
+                done.set_exception(BaseExceptionGroup(f"{len(errors)} prefetches failed", errors))
             else:
                 done.set_result(None)
 

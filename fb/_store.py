@@ -136,6 +136,8 @@ class BackingStore(Generic[T]):
     ) -> None:
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive int, not {max_workers!r}")
+        if on_error is not None and not callable(on_error):
+            raise TypeError(f"on_error must be callable, not {on_error!r}")
         if not isinstance(strategy, Strategy):
             raise TypeError(
                 f"strategy must have store(), load(), delete() and close(); got {strategy!r}"
@@ -499,8 +501,10 @@ class BackingStore(Generic[T]):
         Each new file and each directory whose entries changed is fsynced; after this
         returns, those blobs survive a power loss.
         """
+        from ._persist import check_tracked
+
         self.check_open()
-        tracked._check_store(self)
+        check_tracked(tracked, self)
         paths = tracked._take_unsynced()
         try:
             self.strategy.fsync(tracked.path, paths)
@@ -514,11 +518,11 @@ class BackingStore(Generic[T]):
 
     def delete_persisted(self, tracked: TrackedPath, key: UUID | str) -> None:
         """Delete the blob ``key`` from ``tracked`` (handles registered from it keep working)."""
-        from ._persist import parse_key
+        from ._persist import check_tracked, parse_key
 
         key = parse_key(key)
         self.check_open()
-        tracked._check_store(self)
+        check_tracked(tracked, self)
         paths = self.strategy.delete_persisted(key, tracked.path)
         tracked._removed(key, paths)
 

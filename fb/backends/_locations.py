@@ -217,8 +217,11 @@ def place(src: PreparedPath, dst: PreparedPath, key: UUID, *, durable: bool) -> 
     target = dst.blob_path(key)
     shard = dst.shard_dir(key)
     if src.is_local and dst.is_local:
+        synced = [target, shard, dst.root]
         if os.path.exists(target):
-            return []
+            # Already there, perhaps placed by a process that died before its fsync: the
+            # caller syncs it again rather than trust it.
+            return synced
         if not os.path.isdir(shard):
             # mkdir, not makedirs: a location that was removed must not come back unmarked.
             with contextlib.suppress(FileExistsError):
@@ -226,7 +229,7 @@ def place(src: PreparedPath, dst: PreparedPath, key: UUID, *, durable: bool) -> 
         try:
             os.link(source, target)
         except FileExistsError:
-            return []
+            return synced
         except OSError as exc:
             if exc.errno not in _NO_LINK:
                 raise
@@ -234,7 +237,7 @@ def place(src: PreparedPath, dst: PreparedPath, key: UUID, *, durable: bool) -> 
                 _copy_local(source, target)
             else:
                 _copy_nosync(source, target)
-        return [target, shard, dst.root]
+        return synced
     with remote_errors(dst.fs.unstrip_protocol(target)):
         return _place_remote(src, dst, source, target, durable=durable)
 

@@ -44,6 +44,12 @@ def _merge(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _hex(key: UUID) -> str:
+    if type(key) is not UUID and not isinstance(key, UUID):
+        raise TypeError(f"a blob key is a uuid.UUID, not {type(key).__name__}: {key!r}")
+    return key.hex
+
+
 def _protocols(fs: Any) -> set[str]:
     protocol = getattr(fs, "protocol", ())
     return {protocol} if isinstance(protocol, str) else set(protocol)
@@ -129,11 +135,15 @@ class PreparedPath:
 
     def shard_dir(self, key: UUID) -> str:
         """Return the directory (or prefix) that holds blob ``key``."""
-        return f"{self.root}/{key.hex[:2]}"
+        return f"{self.root}/{_hex(key)[:2]}"
 
     def blob_path(self, key: UUID) -> str:
-        """Return the path of blob ``key`` inside `fs`."""
-        hexkey = key.hex
+        """Return the path of blob ``key`` inside `fs`.
+
+        Raises:
+            TypeError: ``key`` is not a `uuid.UUID` (no path is ever built from a string).
+        """
+        hexkey = _hex(key)
         return f"{self.root}/{hexkey[:2]}/{hexkey}"
 
     def child(self, name: str) -> PreparedPath:
