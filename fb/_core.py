@@ -25,7 +25,7 @@ from uuid import UUID, uuid4
 from ._entry import MISSING, Batch, Entry, owner, wait
 from ._lru import COLD, HOT, SegmentedLRU
 from ._store import BackingStore
-from .exceptions import HandleClosedError, StoreClosedError
+from .exceptions import CodecError, HandleClosedError, StoreClosedError
 
 _log = logging.getLogger("fb")
 
@@ -217,7 +217,7 @@ class PoolCore(Generic[T]):
         try:
             nbytes = self.store.strategy.store(key, value)
         except BaseException as exc:
-            self._write_done(entry, key, None, time.perf_counter() - start)
+            self._write_done(entry, key, None, time.perf_counter() - start, exc)
             self.store.report(exc)
             if self.on_error is not None:
                 batch = Batch()
@@ -226,14 +226,27 @@ class PoolCore(Generic[T]):
             return
         self._write_done(entry, key, nbytes, time.perf_counter() - start)
 
-    def _write_done(self, entry: Entry, key: UUID, nbytes: int | None, seconds: float) -> None:
+    def _write_done(
+        self,
+        entry: Entry,
+        key: UUID,
+        nbytes: int | None,
+        seconds: float,
+        error: BaseException | None = None,
+    ) -> None:
         batch = Batch()
         with self._lock:
             evicting = entry.evicting
             entry.writing = entry.evicting = False
             self._pending_writes -= 1
+            # A value its codec cannot encode fails the same way every time: it stays in
+            # memory, reported once, never retried and never counted as pending.
             retrying = (
-                evicting and nbytes is None and not entry.closed and entry.value is not MISSING
+                evicting
+                and nbytes is None
+                and not isinstance(error, CodecError)
+                and not entry.closed
+                and entry.value is not MISSING
             )
             if evicting and not retrying:
                 self._pending_bytes -= entry.size
@@ -250,6 +263,7 @@ class PoolCore(Generic[T]):
                 self._retry_delay = RETRY_FIRST_DELAY
                 self._n["stores"] += 1
                 self._n["bytes_written"] += nbytes
+                entry.stored_nbytes = nbytes
                 if entry.closed and not (entry.readers or entry.writer):
                     # The handle went while its blob was being written: write, then delete.
                     self.store.delete_blob(key)
@@ -341,10 +355,16 @@ class PoolCore(Generic[T]):
             self.store.release(entry.key)
         entry.key = uuid4()
 
-    def _start_write_now(self, entry: Entry) -> tuple[UUID, Any] | Future[None] | None:
+    def _start_write_now(
+        self, entry: Entry, batch: Batch
+    ) -> tuple[UUID, Any] | Future[None] | None:
         """Under the lock: None if a blob exists, a waiter if busy, else what to write."""
         self._check_usable(entry)
         if entry.blob:
+            # An eviction write this call waited for kept the value for its waiters: now
+            # that it is clean, it can leave memory if it is still past the budget.
+            if entry in self._lru and self._lru.segment(entry) == COLD:
+                self._offer(entry, batch)
             return None
         if entry.writer or entry.writing or entry.loading:
             self._check_self_wait(entry)
@@ -518,6 +538,66 @@ class PoolCore(Generic[T]):
                 step = steps.send(loaded)
         except StopIteration as done:
             return done.value
+
+    def _write(self, entry: Entry, key: UUID, value: Any) -> None:
+        """Write ``value`` as blob ``key`` for ``entry`` (blocking); raise what fails."""
+        start = time.perf_counter()
+        try:
+            nbytes = self.store.strategy.store(key, value)
+        except BaseException:
+            self._write_done(entry, key, None, time.perf_counter() - start)
+            raise
+        self._write_done(entry, key, nbytes, time.perf_counter() - start)
+
+    def _write_now(self, entry: Entry) -> None:
+        """Make sure ``entry`` has a blob, writing it in this thread if needed."""
+        while True:
+            batch = Batch()
+            with self._lock:
+                step = self._start_write_now(entry, batch)
+            self._after(batch)
+            if step is None:
+                return
+            if isinstance(step, Future):
+                step.result()
+                continue
+            self._write(entry, *step)
+            return
+
+    def _evict_lru(self) -> int:
+        """Evict the least recently used value that can leave memory; -1 if none can."""
+        with self._lock:
+            candidate = None
+            for entry in self._lru.oldest_first():
+                if entry.value is not MISSING and not (
+                    entry.readers or entry.writer or entry.writing or entry.loading or entry.closed
+                ):
+                    candidate = entry
+                    break
+        if candidate is None:
+            return -1
+        self._write_now(candidate)
+        freed = self._evict_now(candidate)
+        return freed if freed else -1
+
+    def _evict_now(self, entry: Entry) -> int:
+        """Drop ``entry``'s value now if it is clean and unpinned; return the bytes freed."""
+        batch = Batch()
+        with self._lock:
+            self._check_usable(entry)
+            if (
+                entry.value is MISSING
+                or not entry.blob
+                or entry.readers
+                or entry.writer
+                or entry.writing
+                or entry.loading
+            ):
+                return 0
+            size = entry.size
+            self._drop(entry, batch, dirty=False)
+        self._after(batch)
+        return size
 
     def _backpressure(self) -> Future[None] | None:
         """Under the lock: a future to wait on while too many bytes wait for write-back."""

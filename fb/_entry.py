@@ -34,6 +34,7 @@ class Entry:
         "loading",
         "readers",
         "size",
+        "stored_nbytes",
         "value",
         "waiter",
         "writer",
@@ -45,6 +46,7 @@ class Entry:
         self.key = key
         self.value = value
         self.size = size
+        self.stored_nbytes: int | None = None
         self.blob = blob
         self.readers = 0
         self.writer = False

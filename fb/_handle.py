@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import Future
@@ -172,31 +171,46 @@ class Fb(Generic[T]):
             OSError: storage failed.
             RuntimeError: this thread or task holds the write guard.
         """
-        pool, entry = self._pool, self._entry
-        while True:
-            with pool._lock:
-                step = pool._start_write_now(entry)
-            if step is None:
-                return
-            if isinstance(step, Future):
-                step.result()
-                continue
-            _write(pool, entry, *step)
-            return
+        self._pool._write_now(self._entry)
 
     async def awrite_now(self) -> None:
         """Async twin of `write_now`: the write runs on a worker thread."""
         pool, entry = self._pool, self._entry
         while True:
+            batch = Batch()
             with pool._lock:
-                step = pool._start_write_now(entry)
+                step = pool._start_write_now(entry, batch)
+            pool._after(batch)
             if step is None:
                 return
             if isinstance(step, Future):
                 await wait(step)
                 continue
-            await wait(pool.store.submit(_write, pool, entry, *step))
+            await wait(pool.store.submit(pool._write, entry, *step))
             return
+
+    def evict(self) -> int:
+        """Make the value leave memory now: write its blob if it has none, then drop it.
+
+        Blocks for the write. A pinned value (a guard is held) stays; so does one that is
+        being loaded or written by someone else.
+
+        Returns:
+            The bytes freed (the value's ``sizeof``), or 0 if nothing left memory.
+
+        Raises:
+            CodecError: the value cannot be encoded (it stays in memory).
+            OSError: storage failed (the value stays in memory).
+        """
+        if self._entry.value is MISSING:
+            return 0
+        self.write_now()
+        return self._pool._evict_now(self._entry)
+
+    @property
+    def stored_nbytes(self) -> int | None:
+        """Size of the blob this pool last wrote for the item, or None if it wrote none."""
+        return self._entry.stored_nbytes
 
     def spawn_write_now(self) -> Future[None]:
         """Start `write_now` in the background; the future holds its outcome."""
@@ -264,17 +278,6 @@ class Fb(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _write(pool: FBPool[Any], entry: Entry, key: UUID, value: Any) -> None:
-    """Write ``value`` as blob ``key`` for ``entry`` (blocking); raise what fails."""
-    start = time.perf_counter()
-    try:
-        nbytes = pool.store.strategy.store(key, value)
-    except BaseException:
-        pool._write_done(entry, key, None, time.perf_counter() - start)
-        raise
-    pool._write_done(entry, key, nbytes, time.perf_counter() - start)
 
 
 class _Acquire(Generic[G]):

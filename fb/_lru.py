@@ -91,6 +91,11 @@ class SegmentedLRU(Generic[K]):
             out.extend(reversed(seg))
         return out
 
+    def oldest_first(self) -> Iterator[K]:
+        """Yield every key from the least recent to the most recent (no copy up front)."""
+        for seg in reversed(self._segs):
+            yield from seg
+
     def __iter__(self) -> Iterator[K]:
         return iter(self.order())
 

@@ -283,6 +283,18 @@ class FBPool(PoolCore[T]):
         if self._owns_store:
             self.store.close()
 
+    def evict_lru(self) -> int:
+        """Make the least recently used value that can leave memory leave it now.
+
+        Writes its blob first if it has none (blocking). Pinned values and values being
+        loaded or written are passed over. This is what a memory manager calls under
+        pressure (Dask's manual eviction, for one).
+
+        Returns:
+            The bytes freed (the value's ``sizeof``), or -1 if no value could leave.
+        """
+        return self._evict_lru()
+
     def retry_writes(self) -> int:
         """Retry now every eviction write that failed; return how many were started.
 

@@ -7,10 +7,12 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from uuid import UUID
@@ -210,19 +212,31 @@ class BackingStore(Generic[T]):
             )
         return spawner
 
-    def finished(self) -> None:
+    def finished(self, timeout: float | None = None) -> None:
         """Wait until every background task has ended, then raise what failed.
 
         Each error collected since the last call is raised once: a single error as itself,
         several as an `ExceptionGroup`. Draining is not shutting down: the store stays usable.
 
+        Args:
+            timeout: give up after this many seconds (None: wait as long as it takes).
+
         Raises:
+            TimeoutError: work was still running when ``timeout`` ran out (nothing raised
+                or forgotten: call again to keep waiting).
             Exception: the background error(s) collected since the last call.
         """
-        _janitor.flush().result()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            _janitor.flush().result(timeout)
+        except FutureTimeoutError:
+            raise TimeoutError(f"{self!r}: background work still running") from None
         with self._idle:
             while self._tasks:
-                self._idle.wait()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"{self!r}: background work still running")
+                self._idle.wait(left)
         self._raise_errors()
 
     async def afinished(self) -> None:

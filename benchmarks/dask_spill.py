@@ -1,0 +1,170 @@
+"""Dask's own SpillBuffer against fb's FbSpillBuffer (local disk, and S3 on moto).
+
+    .venv/bin/python benchmarks/dask_spill.py [--n 4000] [--chunk 500] [--workers 2]
+        [--threads 2] [--budget-mib 64] [--monitor] [--skip-s3]
+
+One workload, three runs, each on a fresh ``LocalCluster`` of worker processes:
+
+- ``x = random((n, n))`` persisted, ``y = x + x.T`` persisted (two arrays of ``8 n²`` bytes,
+  several times the workers' budgets together), then ``y.sum()``, ``x.sum()`` and
+  ``y.mean(axis=0)`` (each reads every chunk back), checked against each other;
+- ``dask``: distributed's default ``SpillBuffer`` with ``target`` = the budget;
+- ``fb local``: ``FbSpillBuffer`` with ``max_bytes`` = the budget, spilling to a local
+  temporary directory;
+- ``fb s3``: the same spilling to ``python -m moto.server`` in a separate process (so the
+  server does not share the client's interpreter), through s3fs.
+
+The memory limit is set so that the default ``SpillBuffer``'s target (60 % of it) equals the
+budget. Spilling on process memory (the memory monitor calling ``evict``) is off unless
+``--monitor`` is given, so both buffers spill by their budget alone. Prints the wall time of
+the computation (cluster start-up excluded) and the bytes each buffer wrote and read back.
+Moto is an in-memory emulator: the S3 row shows fb's overhead per request, not AWS speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from distributed import Client, LocalCluster, wait
+
+from fb.integrations.dask import FbSpillBuffer, FbSpillPlugin
+
+# The moto launcher of the S3 benchmark next to this file.
+sys.path.insert(0, str(Path(__file__).parent))
+from s3 import make_bucket, moto_process, options
+
+TARGET_FRACTION = 0.6  # distributed.worker.memory.target's default
+
+
+def worker_counts(dask_worker: Any) -> dict[str, float]:
+    """Bytes and counts a worker's data mapping wrote and read (run through Client.run)."""
+    data = dask_worker.data
+    if isinstance(data, FbSpillBuffer):
+        stats = data.statistics()
+        return {
+            "written": stats.bytes_written,
+            "read": stats.bytes_loaded,
+            "stores": stats.stores,
+            "loads": stats.loads,
+        }
+    metrics = data.cumulative_metrics
+    return {
+        "written": metrics.get(("disk-write", "bytes"), 0),
+        "read": metrics.get(("disk-read", "bytes"), 0),
+        "stores": metrics.get(("disk-write", "count"), 0),
+        "loads": metrics.get(("disk-read", "count"), 0),
+    }
+
+
+def workload(client: Client, n: int, chunk: int) -> float:
+    """Run the computation; return its wall time in seconds."""
+    start = time.perf_counter()
+    x = da.random.RandomState(0).random_sample((n, n), chunks=(chunk, chunk)).persist()
+    wait(x)
+    y = (x + x.T).persist()
+    wait(y)
+    total, half, means = client.compute([y.sum(), x.sum(), y.mean(axis=0)], sync=True)
+    seconds = time.perf_counter() - start
+    assert np.isclose(total, 2 * half), (total, half)
+    assert np.isclose(means.sum() * n, total), (means.sum(), total)
+    del x, y
+    return seconds
+
+
+def run(
+    label: str, data: Any, args: argparse.Namespace, memory_limit: int
+) -> dict[str, float | str]:
+    """Start a cluster with ``data`` as each worker's mapping, time the workload."""
+    config = {
+        "distributed.worker.memory.spill": 0.7 if args.monitor else False,
+        "distributed.worker.memory.pause": False,
+        "distributed.worker.memory.terminate": False,
+    }
+    extra: dict[str, Any] = {} if data is None else {"data": data, "plugins": {FbSpillPlugin()}}
+    with (
+        dask.config.set(config),
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=args.threads,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=None,
+            **extra,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        seconds = workload(client, args.n, args.chunk)
+        counts = client.run(worker_counts).values()
+    summed = {key: sum(c[key] for c in counts) for key in ("written", "read", "stores", "loads")}
+    return {"buffer": label, "seconds": seconds, **summed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=4000, help="array side (4000: 128 MB each)")
+    parser.add_argument("--chunk", type=int, default=500, help="chunk side (500: 2 MB)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker (2)")
+    parser.add_argument("--budget-mib", type=float, default=64, help="per-worker budget (64)")
+    parser.add_argument("--monitor", action="store_true", help="also spill on process memory")
+    parser.add_argument("--skip-s3", action="store_true", help="no moto S3 run")
+    args = parser.parse_args()
+
+    budget = int(args.budget_mib * 2**20)
+    memory_limit = int(budget / TARGET_FRACTION)
+    size = 2 * 8 * args.n**2
+    print(
+        f"two arrays of {size / 2 / 1e6:.0f} MB; {args.workers} workers x {args.threads} "
+        f"threads; budget {budget / 1e6:.0f} MB per worker (memory limit "
+        f"{memory_limit / 1e6:.0f} MB); monitor spilling {'on' if args.monitor else 'off'}",
+        flush=True,
+    )
+    rows = [run("dask SpillBuffer", None, args, memory_limit)]
+    with tempfile.TemporaryDirectory(prefix="fb-dask-bench-") as tmp:
+        fb_local = (FbSpillBuffer, {"url": tmp, "max_bytes": budget})
+        rows.append(run("fb local", fb_local, args, memory_limit))
+    if not args.skip_s3:
+        with moto_process() as endpoint:
+            bucket = make_bucket(endpoint)
+            fb_s3 = (
+                FbSpillBuffer,
+                {"url": f"s3://{bucket}/spill", "max_bytes": budget, **options(endpoint)},
+            )
+            rows.append(run("fb s3 (moto)", fb_s3, args, memory_limit))
+    print_table(rows)
+
+
+def print_table(rows: list[dict[str, float | str]]) -> None:
+    columns: list[tuple[str, str, Callable[[Any], str]]] = [
+        ("buffer", "buffer", str),
+        ("seconds", "wall s", lambda v: f"{v:.2f}"),
+        ("written", "spilled MB", lambda v: f"{v / 1e6:.0f}"),
+        ("read", "read back MB", lambda v: f"{v / 1e6:.0f}"),
+        ("stores", "writes", lambda v: f"{v:.0f}"),
+        ("loads", "reads", lambda v: f"{v:.0f}"),
+    ]
+    cells = [[title for _, title, _ in columns]]
+    cells += [[fmt(row[key]) for key, _, fmt in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for number, line in enumerate(cells):
+        print(
+            " | ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if number == 0:
+            print("-|-".join("-" * width for width in widths))
+
+
+if __name__ == "__main__":
+    main()
