@@ -16,7 +16,7 @@ from dask.typing import Key
 from distributed.sizeof import safe_sizeof
 from distributed.utils import RateLimiterFilter
 
-from .. import BackingStore, Fb, FBPool, PoolStatistics, TrackedPath
+from .. import BackingStore, Fb, FBPool, PoolStatistics
 from .._open import OBJECT_STORE_WORKERS
 from .._pool import DEFAULT_MAX_PENDING_BYTES
 from .._store import DEFAULT_MAX_WORKERS
@@ -126,8 +126,6 @@ class FbSpillBuffer(MutableMapping[Key, object]):
         self._sizes: dict[Key, int] = {}
         self._unspillable: dict[Key, object] = {}  # values that failed to encode
         self._failed_early: set[UUID] = set()  # encode errors seen before the key was mapped
-        self._tracked: TrackedPath | None = None
-        self._tracked_lock = threading.Lock()
         self._evict_lock = threading.Lock()
         self._manual_evictions = 0
         self._closed = False
@@ -288,52 +286,21 @@ class FbSpillBuffer(MutableMapping[Key, object]):
                 yield key, handle
 
     def _evict_one(self, key: Key, handle: Fb[Any]) -> int | None:
-        """Spill one value; None when its handle went meanwhile (try the next one)."""
-        # fb has no "drop this value from memory now". Instead: persist the item to a
-        # location of this buffer (which writes its blob first if it has none; then a hard
-        # link locally, a server-side copy on S3), register it from there (a second handle
-        # that shares the cache blob and is not resident), delete the persisted copy, swap
-        # the handles and close the first one: its value leaves memory.
-        tracked = self._tracked_path()
+        """Spill one value; None when it cannot leave now (try the next one)."""
         try:
-            blob_key = handle.persist(tracked)
+            freed = handle.evict()
         except HandleClosedError:
             return None
         except CodecError as exc:
             self._move_out(key, handle, exc, logged=False)
             return -1
         except OSError:
-            _log.exception("fb: spilling %r to %s failed; keeping data in memory", key, self)
+            _log.exception("fb: spilling %r from %s failed; keeping data in memory", key, self)
             return -1
-        try:
-            fresh = self._pool.register(tracked, blob_key)
-        finally:
-            try:
-                self._store.delete_persisted(tracked, blob_key)
-            except OSError:
-                _log.warning("fb: cannot delete %s from %s", blob_key.hex, tracked, exc_info=True)
-        if fresh is None:  # cannot happen: the blob was just persisted there
-            _log.error("fb: spilling %r failed: blob %s vanished", key, blob_key.hex)
-            return -1
-        with self._lock:
-            swapped = self._handles.get(key) is handle
-            if swapped:
-                self._handles[key] = fresh
-            size = self._sizes.get(key, 0)
-        if not swapped:
-            fresh.close()
-            return None
-        handle.close()
+        if not freed:
+            return None  # pinned, or being loaded or written by someone else
         self._manual_evictions += 1
-        return size
-
-    def _tracked_path(self) -> TrackedPath:
-        with self._tracked_lock:
-            if self._tracked is None:
-                location = self._root.child("evicted")
-                location.prepare()
-                self._tracked = self._store.track_path(location)
-            return self._tracked
+        return freed
 
     def _on_write_error(self, exc: BaseException) -> None:
         """The pool's ``on_error``: a background write-back failed (fb logged it already)."""
