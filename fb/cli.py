@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from . import __version__, _inspect
+from ._bench import bench
 from ._cli_ops import (
     COMMANDS,
     KIND_TEXT,
@@ -55,6 +56,7 @@ def main() -> None:
 
 for _command in COMMANDS:
     main.add_command(_command)
+main.add_command(bench)
 
 
 class _Payloads:

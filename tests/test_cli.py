@@ -26,7 +26,7 @@ from tests.s3.moto_fixtures import S3Bucket
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "a signing key that is long enough"
 SENTINEL = "do-not-print-this-credential-4f9a"
-COMMANDS = ("demo", "du", "gc", "inspect", "ls", "verify")
+COMMANDS = ("bench", "demo", "du", "gc", "inspect", "ls", "verify")
 
 
 def fb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
