@@ -41,3 +41,11 @@ class PickleCodec:
     def load(self, file: IO[bytes]) -> Any:
         """Unpickle one value from ``file``."""
         return pickle.load(file)
+
+    def loads(self, data: memoryview) -> Any:
+        """Unpickle one value from a buffer that holds exactly what `dump` wrote.
+
+        Optional fast path: a store that holds a whole blob in memory uses it instead of
+        `load`, skipping the file-object layer.
+        """
+        return pickle.loads(data)
