@@ -23,7 +23,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from fb import _bench
+from fb import _bench_systems as _bench
 
 
 def main() -> None:
