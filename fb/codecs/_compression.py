@@ -1,4 +1,8 @@
-"""Streaming compression wrappers: `ZstdCodec` and `Lz4Codec` compress what another codec writes.
+"""Compression wrappers: `ZstdCodec` and `Lz4Codec` compress what another codec writes.
+
+Small values take the libraries' one-shot calls, which cost far less per call than their
+streams; large ones stream, so they are never held twice. Both write one standard frame, so
+either reader takes what either writer made.
 
 zstandard and lz4 are imported when a codec is built, not when this module is, so each
 codec asks only for its own library.
@@ -6,7 +10,11 @@ codec asks only for its own library.
 
 from __future__ import annotations
 
+import importlib
 import io
+import sys
+import threading
+from collections.abc import Callable
 from typing import IO, Any, cast
 
 import attrs
@@ -14,16 +22,30 @@ import attrs
 from ..typing import Codec
 from ._pickle_codec import PickleCodec
 from ._registry import get_codec
-from ._stream import CHUNK, READ, RawReader
+from ._stream import CHUNK, READ, Prepend, RawReader
 
 __all__ = ["Lz4Codec", "ZstdCodec"]
 
 _HINT = "pip install 'file-backed[compression]'"
 
+_SMALL = CHUNK
+"""A value whose inner encoding stays within this many bytes is compressed in one call, and
+a payload this small that says it holds at most this many bytes is decompressed in one."""
+
+_LOCAL = threading.local()
+"""Each thread's zstd (de)compressors, reused by the one-shot calls: building a context
+costs about as much as compressing 64 KiB. One-shot calls finish before anything else runs
+on their thread, so a nested codec cannot find one in use; streams build their own."""
+
 
 def _require(module: str, codec: str) -> Any:
+    # sys.modules first: every call needs the module, and importing even a loaded module
+    # costs microseconds.
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        return loaded
     try:
-        return __import__(module, fromlist=["_"])
+        return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(f"{codec} needs {module}, which is not installed: {_HINT}") from exc
 
@@ -36,6 +58,99 @@ def _finish(reader: IO[bytes], wrapper: str) -> None:
     """Refuse decompressed data that the inner codec left unread."""
     if reader.read(1):
         raise ValueError(f"{wrapper}: unexpected data after the inner codec's value")
+
+
+def _load_all(inner: Codec[Any], data: bytes, wrapper: str) -> Any:
+    """Read one value from ``data`` with ``inner``, refusing data left after it."""
+    reader = io.BytesIO(data)
+    value = inner.load(reader)
+    _finish(reader, wrapper)
+    return value
+
+
+def _read_head(file: IO[bytes], limit: int) -> bytes:
+    """Read up to ``limit`` bytes of ``file``: fewer only when it ends first."""
+    data = file.read(limit) or b""
+    if not data or len(data) >= limit:
+        return data
+    parts = [data]
+    total = len(data)
+    while total < limit:
+        more = file.read(limit - total)
+        if not more:
+            break
+        parts.append(more)
+        total += len(more)
+    return b"".join(parts)
+
+
+def _zstd_compressor(zstd: Any, level: int) -> Any:
+    cache: dict[int, Any] | None = getattr(_LOCAL, "compressors", None)
+    if cache is None:
+        cache = _LOCAL.compressors = {}
+    compressor = cache.get(level)
+    if compressor is None:
+        compressor = cache[level] = zstd.ZstdCompressor(level=level)
+    return compressor
+
+
+def _zstd_decompressor(zstd: Any) -> Any:
+    decompressor = getattr(_LOCAL, "decompressor", None)
+    if decompressor is None:
+        decompressor = _LOCAL.decompressor = zstd.ZstdDecompressor()
+    return decompressor
+
+
+class _ViewReader(io.RawIOBase):
+    """A read-only file over a buffer, without copying it as `io.BytesIO` would."""
+
+    def __init__(self, data: Any) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        got = min(len(view), len(self._view) - self._position)
+        view[:got] = self._view[self._position : self._position + got]
+        self._position += got
+        return got
+
+
+class _Spill(io.RawIOBase):
+    """A writable file that holds what it gets in memory until that passes `_SMALL` bytes.
+
+    Then it calls ``start`` for a streaming compressor's file, hands it what it held, and
+    passes everything after straight on: a small value ends up in `held`, for a one-shot
+    call, and a large one is never held whole.
+    """
+
+    def __init__(self, start: Callable[[], IO[bytes]]) -> None:
+        super().__init__()
+        self._start = start
+        self.held = bytearray()
+        self._sink: IO[bytes] | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        sink = self._sink
+        if sink is None:
+            if len(self.held) + size <= _SMALL:
+                self.held += view
+                return size
+            sink = self._sink = self._start()
+            if self.held:
+                sink.write(self.held)
+            self.held = bytearray()
+        sink.write(view)
+        return size
 
 
 class _Slicer(io.RawIOBase):
@@ -86,10 +201,11 @@ class ZstdCodec:
     blob written through one inner codec is refused by a wrapper around another.
     ``get_codec("zstd:msgpack")`` builds ``ZstdCodec("msgpack")``.
 
-    Both ways stream: the inner codec writes into a zstd stream writer that passes
-    compressed pieces to the file, and reads from a stream reader that decompresses
-    straight into the inner codec's buffers. Safety is the inner codec's: decompressing
-    never runs code.
+    Small values (the inner codec writes at most 1 MiB) are compressed in one call, with
+    their size in the frame header, and such frames are decompressed in one call. Larger
+    ones stream: the inner codec writes into a zstd stream writer that passes compressed
+    pieces to the file, and reads from a stream reader that decompresses straight into the
+    inner codec's buffers. Safety is the inner codec's: decompressing never runs code.
 
     Args:
         inner: the codec whose output is compressed, or its spec (default: pickle).
@@ -97,7 +213,8 @@ class ZstdCodec:
             level does not change the name, every level reads every other.
 
     Notes:
-        Thread-safe when the inner codec is: each call builds its own (de)compressor.
+        Thread-safe when the inner codec is: each thread reuses its own one-shot
+        (de)compressors, and each stream is built for its call.
     """
 
     inner: Codec[Any] = attrs.field(factory=PickleCodec, converter=_inner)
@@ -118,13 +235,66 @@ class ZstdCodec:
     def dump(self, value: Any, file: IO[bytes]) -> None:
         """Write ``value`` through the inner codec, compressed, to ``file``."""
         zstd = _require("zstandard", "ZstdCodec")
-        writer = zstd.ZstdCompressor(level=self.level).stream_writer(file, closefd=False)
-        self.inner.dump(value, writer)
-        # Not a with-block: after a failure nothing more should reach the file.
-        writer.flush(zstd.FLUSH_FRAME)
+        writer: Any = None
+
+        def start() -> IO[bytes]:
+            nonlocal writer
+            compressor = zstd.ZstdCompressor(level=self.level)
+            writer = compressor.stream_writer(file, closefd=False)
+            return cast("IO[bytes]", writer)
+
+        spill = _Spill(start)
+        self.inner.dump(value, cast("IO[bytes]", spill))
+        if writer is None:
+            file.write(_zstd_compressor(zstd, self.level).compress(spill.held))
+        else:
+            # Not a with-block: after a failure nothing more should reach the file.
+            writer.flush(zstd.FLUSH_FRAME)
 
     def load(self, file: IO[bytes]) -> Any:
         """Decompress ``file`` and read one value from it with the inner codec."""
+        head = _read_head(file, _SMALL + 1)
+        if len(head) <= _SMALL:
+            data = self._decompress(head)
+            if data is not None:
+                return _load_all(self.inner, data, self.name)
+            return self._stream(io.BytesIO(head))
+        return self._stream(cast("IO[bytes]", Prepend(head, file)))
+
+    def loads(self, data: memoryview) -> Any:
+        """Read one value from a buffer that holds exactly what `dump` wrote.
+
+        The fast path of a store that holds a whole blob in memory: the inner codec's own
+        ``loads``, when it has one, gets the decompressed bytes.
+        """
+        view = memoryview(data).cast("B")
+        if len(view) <= _SMALL:
+            plain = self._decompress(view)
+            if plain is not None:
+                loads = getattr(self.inner, "loads", None)
+                if loads is not None:
+                    return loads(memoryview(plain))
+                return _load_all(self.inner, plain, self.name)
+        return self._stream(cast("IO[bytes]", _ViewReader(view)))
+
+    def _decompress(self, data: Any) -> bytes | None:
+        """Decompress a whole small payload in one call, or None to leave it to the stream.
+
+        Only one frame that states a size of at most `_SMALL` bytes qualifies, which keeps
+        memory bounded; anything else, errors included, goes the streaming way, which says
+        what is wrong.
+        """
+        zstd = _require("zstandard", "ZstdCodec")
+        try:
+            size = zstd.frame_content_size(data)
+            if not 0 <= size <= _SMALL:
+                return None
+            plain: bytes = _zstd_decompressor(zstd).decompress(data, allow_extra_data=False)
+        except zstd.ZstdError:
+            return None
+        return plain
+
+    def _stream(self, file: IO[bytes]) -> Any:
         zstd = _require("zstandard", "ZstdCodec")
         source = zstd.ZstdDecompressor().stream_reader(
             file, read_size=READ, read_across_frames=True, closefd=False
@@ -143,7 +313,9 @@ class Lz4Codec:
     written through one inner codec is refused by a wrapper around another.
     ``get_codec("lz4:msgpack")`` builds ``Lz4Codec("msgpack")``.
 
-    Both ways stream, in pieces of at most 1 MiB of uncompressed data. Safety is the inner
+    Small values (the inner codec writes at most 1 MiB) are compressed in one call, with
+    their size in the frame header, and such frames are decompressed in one call. Larger
+    ones stream, in pieces of at most 1 MiB of uncompressed data. Safety is the inner
     codec's: decompressing never runs code.
 
     Args:
@@ -170,14 +342,68 @@ class Lz4Codec:
         """Write ``value`` through the inner codec, compressed, to ``file``."""
         frame = _require("lz4.frame", "Lz4Codec")
         compressor = frame.LZ4FrameCompressor(compression_level=self.level)
-        file.write(compressor.begin())
-        writer = _Slicer(compressor.compress, file)
-        self.inner.dump(value, cast("IO[bytes]", writer))
-        writer.drain()
-        file.write(compressor.flush())
+        slicer: _Slicer | None = None
+
+        def start() -> IO[bytes]:
+            nonlocal slicer
+            file.write(compressor.begin())
+            slicer = _Slicer(compressor.compress, file)
+            return cast("IO[bytes]", slicer)
+
+        spill = _Spill(start)
+        self.inner.dump(value, cast("IO[bytes]", spill))
+        if slicer is None:
+            file.write(frame.compress(spill.held, compression_level=self.level))
+        else:
+            slicer.drain()
+            file.write(compressor.flush())
 
     def load(self, file: IO[bytes]) -> Any:
         """Decompress ``file`` and read one value from it with the inner codec."""
+        head = _read_head(file, _SMALL + 1)
+        if len(head) <= _SMALL:
+            data = self._decompress(head)
+            if data is not None:
+                return _load_all(self.inner, data, self.name)
+            return self._stream(io.BytesIO(head))
+        return self._stream(cast("IO[bytes]", Prepend(head, file)))
+
+    def loads(self, data: memoryview) -> Any:
+        """Read one value from a buffer that holds exactly what `dump` wrote.
+
+        The fast path of a store that holds a whole blob in memory: the inner codec's own
+        ``loads``, when it has one, gets the decompressed bytes.
+        """
+        view = memoryview(data).cast("B")
+        if len(view) <= _SMALL:
+            plain = self._decompress(view)
+            if plain is not None:
+                loads = getattr(self.inner, "loads", None)
+                if loads is not None:
+                    return loads(memoryview(plain))
+                return _load_all(self.inner, plain, self.name)
+        return self._stream(cast("IO[bytes]", _ViewReader(view)))
+
+    def _decompress(self, data: Any) -> bytes | None:
+        """Decompress a whole small payload in one call, or None to leave it to the stream.
+
+        Only exactly one frame that states a size of 1 to `_SMALL` bytes qualifies, which
+        keeps memory bounded; anything else, errors included, goes the streaming way, which
+        says what is wrong.
+        """
+        frame = _require("lz4.frame", "Lz4Codec")
+        try:
+            size = frame.get_frame_info(data)["content_size"]
+            if not 0 < size <= _SMALL:
+                return None
+            plain, used = frame.decompress(data, return_bytes_read=True)
+        except RuntimeError:
+            return None
+        if used != len(data) or len(plain) != size:
+            return None
+        return cast("bytes", plain)
+
+    def _stream(self, file: IO[bytes]) -> Any:
         frame = _require("lz4.frame", "Lz4Codec")
         source = _Lz4Source(frame.LZ4FrameDecompressor(), file)
         reader = io.BufferedReader(RawReader(source.readinto), buffer_size=READ)
