@@ -29,6 +29,8 @@ from .exceptions import CodecError, HandleClosedError, StoreClosedError
 
 _log = logging.getLogger("fb")
 
+EVICT_CANDIDATES = 8
+"""How many least recently used values `evict_lru` tries before it gives up."""
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 30.0
 
@@ -260,7 +262,11 @@ class PoolCore(Generic[T]):
                     self._schedule_retry(entry)
             else:
                 self._unfail(entry, batch)
-                self._retry_delay = RETRY_FIRST_DELAY
+                if self._retry_delay != RETRY_FIRST_DELAY:
+                    # Storage works again: what waits for a retry should not sit out the
+                    # backoff that the failures built up.
+                    self._retry_delay = RETRY_FIRST_DELAY
+                    self._retry_soon()
                 self._n["stores"] += 1
                 self._n["bytes_written"] += nbytes
                 entry.stored_nbytes = nbytes
@@ -309,6 +315,24 @@ class PoolCore(Generic[T]):
             timer.name = "fb-retry"
             self._retry_timer = timer
             timer.start()
+
+    def _retry_soon(self) -> None:
+        """Under the lock: bring every pending retry forward to a first-delay backoff."""
+        if not self._failed:
+            return
+        now = time.monotonic()
+        for entry, (due, size) in list(self._failed.items()):
+            soon = now + RETRY_FIRST_DELAY * (0.5 + random.random())
+            if due > soon:
+                self._failed[entry] = (soon, size)
+        timer, self._retry_timer = self._retry_timer, None
+        if timer is not None:
+            timer.cancel()
+        timer = threading.Timer(RETRY_FIRST_DELAY * 1.5, self._retry_due)
+        timer.daemon = True
+        timer.name = "fb-retry"
+        self._retry_timer = timer
+        timer.start()
 
     def _retry_due(self) -> None:
         """Timer thread: re-offer the failed writes whose backoff has passed."""
@@ -567,18 +591,23 @@ class PoolCore(Generic[T]):
     def _evict_lru(self) -> int:
         """Evict the least recently used value that can leave memory; -1 if none can."""
         with self._lock:
-            candidate = None
+            candidates: list[Entry] = []
             for entry in self._lru.oldest_first():
                 if entry.value is not MISSING and not (
                     entry.readers or entry.writer or entry.writing or entry.loading or entry.closed
                 ):
-                    candidate = entry
-                    break
-        if candidate is None:
-            return -1
-        self._write_now(candidate)
-        freed = self._evict_now(candidate)
-        return freed if freed else -1
+                    candidates.append(entry)
+                    if len(candidates) == EVICT_CANDIDATES:
+                        break
+        for entry in candidates:
+            try:
+                self._write_now(entry)
+                freed = self._evict_now(entry)
+            except HandleClosedError:
+                continue  # closed meanwhile: its value left memory anyway
+            if freed:
+                return freed
+        return -1
 
     def _evict_now(self, entry: Entry) -> int:
         """Drop ``entry``'s value now if it is clean and unpinned; return the bytes freed."""
