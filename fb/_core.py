@@ -28,6 +28,28 @@ from ._store import BackingStore
 from .exceptions import CodecError, HandleClosedError, StoreClosedError
 
 _log = logging.getLogger("fb")
+_events = logging.getLogger("fb.events")
+"""Structured events: every record carries ``fb_event`` and its fields in ``extra``."""
+
+
+def _event_evict(key: UUID, nbytes: int, dirty: bool) -> None:
+    _events.debug(
+        "fb: evicted %s (%d bytes, %s)",
+        key.hex,
+        nbytes,
+        "written" if dirty else "clean",
+        extra={"fb_event": "evict", "fb_key": key.hex, "fb_nbytes": nbytes, "fb_dirty": dirty},
+    )
+
+
+def _event_retry(key: UUID, nbytes: int) -> None:
+    _events.info(
+        "fb: retrying the write-back of %s (%d bytes)",
+        key.hex,
+        nbytes,
+        extra={"fb_event": "retry", "fb_key": key.hex, "fb_nbytes": nbytes},
+    )
+
 
 EVICT_CANDIDATES = 8
 """How many least recently used values `evict_lru` tries before it gives up."""
@@ -169,6 +191,8 @@ class PoolCore(Generic[T]):
         self._n["evictions_dirty" if dirty else "evictions_clean"] += 1
         if self.on_evict is not None:
             batch.events.append((self.on_evict, (entry.key, entry.size, dirty)))
+        if _events.isEnabledFor(logging.DEBUG):
+            batch.events.append((_event_evict, (entry.key, entry.size, dirty)))
         if entry in self._lru:
             self._offer_all(self._lru.set_weight(entry, 0), batch)
 
@@ -220,6 +244,12 @@ class PoolCore(Generic[T]):
             nbytes = self.store.strategy.store(key, value)
         except BaseException as exc:
             self._write_done(entry, key, None, time.perf_counter() - start, exc)
+            _events.warning(
+                "fb: write-back of %s failed: %s",
+                key.hex,
+                exc,
+                extra={"fb_event": "write_failed", "fb_key": key.hex, "fb_error": repr(exc)},
+            )
             self.store.report(exc)
             if self.on_error is not None:
                 batch = Batch()
@@ -361,6 +391,8 @@ class PoolCore(Generic[T]):
                     continue  # it left memory or came back into the budget meanwhile
                 self._offer(entry, batch)
                 offered += 1
+                if _events.isEnabledFor(logging.INFO):
+                    batch.events.append((_event_retry, (entry.key, entry.size)))
             if self._failed and self._retry_timer is None:
                 delay = max(0.0, min(due for due, _ in self._failed.values()) - time.monotonic())
                 timer = threading.Timer(delay, self._retry_due)
