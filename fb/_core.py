@@ -625,13 +625,15 @@ class PoolCore(Generic[T]):
         with self._lock:
             candidates: list[Entry] = []
             for entry in self._lru.oldest_first():
+                # A value being written is a fine candidate: evicting it waits for the write.
                 if entry.value is not MISSING and not (
-                    entry.readers or entry.writer or entry.writing or entry.loading or entry.closed
+                    entry.readers or entry.writer or entry.loading or entry.closed
                 ):
                     candidates.append(entry)
                     if len(candidates) == EVICT_CANDIDATES:
                         break
         for entry in candidates:
+            size = entry.size
             try:
                 self._write_now(entry)
                 freed = self._evict_now(entry)
@@ -639,6 +641,8 @@ class PoolCore(Generic[T]):
                 continue  # closed meanwhile: its value left memory anyway
             if freed:
                 return freed
+            if entry.value is MISSING:
+                return size  # the eviction write it waited for dropped it
         return -1
 
     def _evict_now(self, entry: Entry) -> int:

@@ -202,10 +202,16 @@ class Fb(Generic[T]):
             CodecError: the value cannot be encoded (it stays in memory).
             OSError: storage failed (the value stays in memory).
         """
-        if self._entry.value is MISSING:
+        entry = self._entry
+        if entry.value is MISSING:
             return 0
+        size = entry.size
         self.write_now()
-        return self._pool._evict_now(self._entry)
+        freed = self._pool._evict_now(entry)
+        if freed:
+            return freed
+        # An eviction write that write_now waited for may have dropped it already.
+        return size if entry.value is MISSING else 0
 
     @property
     def stored_nbytes(self) -> int | None:
