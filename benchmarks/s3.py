@@ -22,74 +22,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import queue
-import re
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import s3fs
 
 import fb
-
-READY = re.compile(r"Running on (http://127\.0\.0\.1:\d+)")
-
-
-@contextmanager
-def moto_process(timeout: float = 30.0) -> Iterator[str]:
-    """Run moto's server in a child process; yield its endpoint URL; stop it afterwards."""
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    assert process.stderr is not None
-    stderr = process.stderr
-    ready: queue.Queue[str | None] = queue.Queue()
-
-    def watch() -> None:
-        # Reads moto's log for good: the endpoint line first, then every request line, so
-        # that the pipe never fills up and blocks the server.
-        found = False
-        for line in stderr:
-            match = None if found else READY.search(line)
-            if match:
-                found = True
-                ready.put(match.group(1))
-        if not found:
-            ready.put(None)
-
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        try:
-            endpoint = ready.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError("moto.server did not start in time") from None
-        if endpoint is None:
-            raise RuntimeError(f"moto.server exited with status {process.wait()}")
-        yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        stderr.close()
+from fb.testing.moto import moto_server_process
 
 
 def options(endpoint: str) -> dict[str, Any]:
@@ -175,7 +117,7 @@ def main() -> None:
     payloads = [os.urandom(size) for _ in range(args.count)]
     total_mb = args.count * size / 1e6
     print(f"{args.count} objects of {size} bytes ({total_mb:.0f} MB), fb workers={args.workers}")
-    with moto_process() as endpoint:
+    with moto_server_process() as endpoint:
         print(f"moto.server (separate process) at {endpoint}")
         bucket = make_bucket(endpoint)
         raw: dict[str, float] = {}

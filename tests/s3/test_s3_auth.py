@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import queue
-import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +10,8 @@ import pytest
 
 import fb
 from fb.backends import FBStore, PreparedPath
+from fb.testing.moto import moto_server_process
 
-READY = re.compile(r"Running on (http://127\.0\.0\.1:\d+)")
 BUCKET = "denied-bucket"
 
 
@@ -27,39 +21,7 @@ def fixture_strict_endpoint() -> Iterator[str]:
 
     Every later request needs valid IAM credentials, which the dummy keys are not.
     """
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "INITIAL_NO_AUTH_ACTION_COUNT": "1",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    assert process.stderr is not None
-    stderr = process.stderr
-    ready: queue.Queue[str | None] = queue.Queue()
-
-    def watch() -> None:
-        # Keep reading so the pipe never fills and blocks the server.
-        found = False
-        for line in stderr:
-            match = None if found else READY.search(line)
-            if match:
-                found = True
-                ready.put(match.group(1))
-        if not found:
-            ready.put(None)
-
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        endpoint = ready.get(timeout=60)
-        assert endpoint is not None, "moto.server did not start"
+    with moto_server_process({"INITIAL_NO_AUTH_ACTION_COUNT": "1"}) as endpoint:
         client = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -69,14 +31,6 @@ def fixture_strict_endpoint() -> Iterator[str]:
         )
         client.create_bucket(Bucket=BUCKET)  # the one free request
         yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        stderr.close()
 
 
 def _options(endpoint: str) -> dict[str, Any]:
