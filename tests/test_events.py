@@ -26,13 +26,14 @@ def test_evictions_are_debug_events_with_their_fields(
     with BackingStore(strategy) as store:
         pool: FBPool[bytes] = FBPool(store, max_items=1)
         first = pool.insert(b"x" * 100)
-        pool.insert(b"y" * 100)
+        second = pool.insert(b"y" * 100)  # kept: a collected handle would free the budget
         store.finished()
         records = _events(caplog, "evict")
         assert [r.fb_key for r in records] == [first.key.hex]  # type: ignore[attr-defined]
         assert records[0].fb_nbytes == 100  # type: ignore[attr-defined]
         assert records[0].fb_dirty is True  # type: ignore[attr-defined]
         assert records[0].levelno == logging.DEBUG
+        assert second.resident
         pool.close()
 
 
