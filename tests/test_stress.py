@@ -248,10 +248,7 @@ def op_evict(world: World, item: Item, rng: random.Random) -> None:
 
 
 def op_evict_lru(world: World, item: Item, rng: random.Random) -> None:
-    # HandleClosedError: its candidate was closed meanwhile, the bug of
-    # tests/test_faults.py::test_evict_lru_racing_a_close_of_its_candidate.
-    with contextlib.suppress(HandleClosedError):
-        world.pool.evict_lru()
+    world.pool.evict_lru()  # other threads close its candidates meanwhile: no error escapes
 
 
 def op_close(world: World, item: Item, rng: random.Random) -> None:
