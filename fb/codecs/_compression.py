@@ -193,8 +193,56 @@ class _Slicer(io.RawIOBase):
             self._pending = bytearray()
 
 
+class _OneShotLoads:
+    """``load``/``loads`` shared by the wrappers: one call for a small frame, else a stream.
+
+    A subclass provides ``inner``, ``name``, ``_decompress`` (None: leave it to the stream)
+    and ``_stream``.
+    """
+
+    __slots__ = ()
+
+    inner: Codec[Any]
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def _decompress(self, data: Any) -> bytes | None:
+        raise NotImplementedError
+
+    def _stream(self, file: IO[bytes]) -> Any:
+        raise NotImplementedError
+
+    def load(self, file: IO[bytes]) -> Any:
+        """Decompress ``file`` and read one value from it with the inner codec."""
+        head = _read_head(file, _SMALL + 1)
+        if len(head) <= _SMALL:
+            data = self._decompress(head)
+            if data is not None:
+                return _load_all(self.inner, data, self.name)
+            return self._stream(io.BytesIO(head))
+        return self._stream(cast("IO[bytes]", Prepend(head, file)))
+
+    def loads(self, data: memoryview) -> Any:
+        """Read one value from a buffer that holds exactly what `dump` wrote.
+
+        The fast path of a store that holds a whole blob in memory: the inner codec's own
+        ``loads``, when it has one, gets the decompressed bytes.
+        """
+        view = memoryview(data).cast("B")
+        if len(view) <= _SMALL:
+            plain = self._decompress(view)
+            if plain is not None:
+                loads = getattr(self.inner, "loads", None)
+                if loads is not None:
+                    return loads(memoryview(plain))
+                return _load_all(self.inner, plain, self.name)
+        return self._stream(cast("IO[bytes]", _ViewReader(view)))
+
+
 @attrs.frozen
-class ZstdCodec:
+class ZstdCodec(_OneShotLoads):
     """Compresses another codec's stream with Zstandard (good ratio, fast both ways).
 
     The name is ``"zstd:"`` followed by the inner codec's name (``"zstd:msgpack"``), so a
@@ -251,32 +299,6 @@ class ZstdCodec:
             # Not a with-block: after a failure nothing more should reach the file.
             writer.flush(zstd.FLUSH_FRAME)
 
-    def load(self, file: IO[bytes]) -> Any:
-        """Decompress ``file`` and read one value from it with the inner codec."""
-        head = _read_head(file, _SMALL + 1)
-        if len(head) <= _SMALL:
-            data = self._decompress(head)
-            if data is not None:
-                return _load_all(self.inner, data, self.name)
-            return self._stream(io.BytesIO(head))
-        return self._stream(cast("IO[bytes]", Prepend(head, file)))
-
-    def loads(self, data: memoryview) -> Any:
-        """Read one value from a buffer that holds exactly what `dump` wrote.
-
-        The fast path of a store that holds a whole blob in memory: the inner codec's own
-        ``loads``, when it has one, gets the decompressed bytes.
-        """
-        view = memoryview(data).cast("B")
-        if len(view) <= _SMALL:
-            plain = self._decompress(view)
-            if plain is not None:
-                loads = getattr(self.inner, "loads", None)
-                if loads is not None:
-                    return loads(memoryview(plain))
-                return _load_all(self.inner, plain, self.name)
-        return self._stream(cast("IO[bytes]", _ViewReader(view)))
-
     def _decompress(self, data: Any) -> bytes | None:
         """Decompress a whole small payload in one call, or None to leave it to the stream.
 
@@ -306,7 +328,7 @@ class ZstdCodec:
 
 
 @attrs.frozen
-class Lz4Codec:
+class Lz4Codec(_OneShotLoads):
     """Compresses another codec's stream with LZ4 frames (very fast, lighter compression).
 
     The name is ``"lz4:"`` followed by the inner codec's name (``"lz4:pickle"``), so a blob
@@ -357,32 +379,6 @@ class Lz4Codec:
         else:
             slicer.drain()
             file.write(compressor.flush())
-
-    def load(self, file: IO[bytes]) -> Any:
-        """Decompress ``file`` and read one value from it with the inner codec."""
-        head = _read_head(file, _SMALL + 1)
-        if len(head) <= _SMALL:
-            data = self._decompress(head)
-            if data is not None:
-                return _load_all(self.inner, data, self.name)
-            return self._stream(io.BytesIO(head))
-        return self._stream(cast("IO[bytes]", Prepend(head, file)))
-
-    def loads(self, data: memoryview) -> Any:
-        """Read one value from a buffer that holds exactly what `dump` wrote.
-
-        The fast path of a store that holds a whole blob in memory: the inner codec's own
-        ``loads``, when it has one, gets the decompressed bytes.
-        """
-        view = memoryview(data).cast("B")
-        if len(view) <= _SMALL:
-            plain = self._decompress(view)
-            if plain is not None:
-                loads = getattr(self.inner, "loads", None)
-                if loads is not None:
-                    return loads(memoryview(plain))
-                return _load_all(self.inner, plain, self.name)
-        return self._stream(cast("IO[bytes]", _ViewReader(view)))
 
     def _decompress(self, data: Any) -> bytes | None:
         """Decompress a whole small payload in one call, or None to leave it to the stream.
