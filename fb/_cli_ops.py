@@ -389,7 +389,7 @@ def inspect_command(
     how many blobs, temporary files and foreign names it holds.
 
     With KEY (32 hex digits): the blob's header (format version, flags, codec, signed),
-    its trailer (payload length, CRC-32), its size, and whether its checksum (and, with
+    its trailer (payload length, checksum), its size, and whether its checksum (and, with
     --secret-key-env, its signature) holds. Exits with 1 when it does not, or when there is
     no blob KEY.
     """
@@ -413,7 +413,7 @@ def inspect_command(
         emit_json({"url": location.url, **_blob_json(info, time.time())})
     else:
         fields = attrs.asdict(info)
-        for name, spec in (("crc32", "#010x"), ("flags", "#04x")):
+        for name, spec in (("checksum", "#018x"), ("flags", "#04x")):
             if fields[name] is not None:
                 fields[name] = format(fields[name], spec)
         for name, value in fields.items():

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import stat
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -36,12 +35,14 @@ from ._blob import (
     FLAG_SIGNED,
     MAC_SIZE,
     MAX_CODEC_NAME,
-    TRAILER,
     ChecksumReader,
+    checksum_name,
     decode_trailer,
     finish_mac,
+    new_checksum,
     new_mac,
     read_header,
+    trailer_struct,
 )
 from ._persist import parse_key
 from .backends._fbstore import _BLOB_NAME, _TEMP_NAME, LOCK_NAME
@@ -166,8 +167,9 @@ class BlobInfo:
         signed: whether the blob carries an HMAC.
         header_size: the header's length in bytes.
         payload_length: the payload's length, from the trailer.
-        crc32: the payload's CRC-32, from the trailer.
-        checksum_ok: whether the payload matches the CRC-32 (None: not checked).
+        checksum_algorithm: ``"xxh3-64"`` (what fb writes) or ``"crc32"`` (earlier builds).
+        checksum: the checksum of header and payload, from the trailer.
+        checksum_ok: whether header and payload match the checksum (None: not checked).
         signature_ok: whether the HMAC matches the key given (None: not checked).
         error: the first problem found, or None for a sound blob.
     """
@@ -183,7 +185,8 @@ class BlobInfo:
     signed: bool | None = None
     header_size: int | None = None
     payload_length: int | None = None
-    crc32: int | None = None
+    checksum_algorithm: str | None = None
+    checksum: int | None = None
     checksum_ok: bool | None = None
     signature_ok: bool | None = None
     error: str | None = None
@@ -501,15 +504,20 @@ def check_blob(
         )
         if secret is not None and not signed:
             return BlobInfo(**fields, signature_ok=False, error="blob is not signed")
-        payload = size - header.size - (MAC_SIZE if signed else 0) - TRAILER.size
+        trailer_size = trailer_struct(header.flags).size
+        payload = size - header.size - (MAC_SIZE if signed else 0) - trailer_size
         if payload < 0:
             return BlobInfo(**fields, error=f"blob is truncated: {size} bytes")
-        raw.seek(size - TRAILER.size)
+        raw.seek(size - trailer_size)
         try:
-            length, crc = decode_trailer(raw.read(TRAILER.size))
+            length, digest = decode_trailer(header.flags, raw.read(trailer_size))
         except CorruptBlobError as exc:
             return BlobInfo(**fields, error=str(exc))
-        fields.update(payload_length=length, crc32=crc)
+        fields.update(
+            payload_length=length,
+            checksum_algorithm=checksum_name(header.flags),
+            checksum=digest,
+        )
         if length != payload:
             return BlobInfo(
                 **fields,
@@ -519,13 +527,13 @@ def check_blob(
         mac = None if secret is None else new_mac(secret, header.raw)
         raw.seek(header.size)
         # The checksum covers the header too: a damaged codec name is damage, not another codec.
-        reader = ChecksumReader(raw, payload, crc=zlib.crc32(header.raw))
+        reader = ChecksumReader(raw, payload, new_checksum(header.flags, header.raw))
         got = 0
         while chunk := reader.read(_CHUNK):
             got += len(chunk)
             if mac is not None:
                 mac.update(chunk)
-        fields["checksum_ok"] = reader.crc == crc and got == payload
+        fields["checksum_ok"] = reader.digest.intdigest() == digest and got == payload
         if mac is not None:
             fields["signature_ok"] = hmac.compare_digest(
                 finish_mac(mac, payload), raw.read(MAC_SIZE)

@@ -290,10 +290,11 @@ def test_inspect_key_shows_header_and_checksum(persisted: tuple[Path, list[UUID]
         1,
         "pickle",
         False,
-        0,
+        0x02,
     )
     assert blob["size"] == blob_file(persist, keys[0]).stat().st_size
-    assert blob["size"] == blob["header_size"] + blob["payload_length"] + 16
+    assert blob["size"] == blob["header_size"] + blob["payload_length"] + 20
+    assert blob["checksum_algorithm"] == "xxh3-64"
     assert blob["checksum_ok"] is True
     assert blob["ok"] is True
     text = fb("inspect", str(persist), str(keys[0]))

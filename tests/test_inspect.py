@@ -167,7 +167,7 @@ def test_header_of_a_sound_blob(cache: Path, keys: list[UUID]) -> None:
     """read_blob_header gives version, codec and the signed flag, and no trailer fields."""
     location = PreparedPath(cache)
     info = _inspect.read_blob_header(location, stored(location, keys[0]))
-    assert (info.version, info.codec, info.signed, info.flags) == (1, "pickle", False, 0)
+    assert (info.version, info.codec, info.signed, info.flags) == (1, "pickle", False, 0x02)
     assert info.ok
     assert info.payload_length is None
     assert info.checksum_ok is None
@@ -183,6 +183,8 @@ def test_check_of_a_sound_blob(cache: Path, keys: list[UUID]) -> None:
     assert info.header_size is not None
     assert info.payload_length is not None
     assert info.size == info.header_size + info.payload_length + TRAILER.size
+    assert info.checksum_algorithm == "xxh3-64"
+    assert info.checksum is not None
 
 
 def corrupt_flip(path: Path, offset: int) -> None:

@@ -12,23 +12,28 @@ import os
 import re
 import secrets
 import threading
-import zlib
 from typing import IO, Any, Generic, TypeVar, cast
 from uuid import UUID
+
+import xxhash
 
 from .._blob import (
     FLAG_SIGNED,
     MAC_SIZE,
     TRAILER,
+    TRAILER_MAGIC,
     BlobHeader,
     ChecksumReader,
     ChecksumWriter,
+    checksum,
     decode_trailer,
     encode_header,
     encode_trailer,
     finish_mac,
+    new_checksum,
     new_mac,
     read_header,
+    trailer_struct,
 )
 from ..codecs import get_codec
 from ..exceptions import (
@@ -57,6 +62,7 @@ HEADER_PEEK = 8 + 255
 _BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
 _TEMP_NAME = re.compile(r"^\.[0-9a-f]{32}\.[0-9a-f]+\.tmp$")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_READ = os.O_RDONLY | _O_CLOEXEC
 
 
 def _with_path(exc: OSError, path: str) -> OSError:
@@ -109,8 +115,8 @@ class FBStore(Generic[T]):
     when the store opens.
 
     Every blob carries fb's header (magic, format version, codec name) and trailer (payload
-    length, CRC-32); a blob that fails them raises `CorruptBlobError` naming the key and path,
-    and a blob written by another codec raises `CodecError` naming both codecs.
+    length, XXH3-64 checksum); a blob that fails them raises `CorruptBlobError` naming the
+    key and path, and a blob written by another codec raises `CodecError` naming both codecs.
 
     Args:
         codec: a `Codec` or a codec name such as ``"pickle"``.
@@ -137,6 +143,8 @@ class FBStore(Generic[T]):
     ) -> None:
         self._secret = _check_secret(secret_key)
         self.codec: Codec[T] = get_codec(codec)
+        # The exact header this store writes: a blob that starts with it takes the fast path.
+        self._header = encode_header(self.codec.name, signed=self._secret is not None)
         self.path = path if isinstance(path, PreparedPath) else PreparedPath(path)
         self._lock_fd: int | None = None
         self._close_lock = threading.Lock()
@@ -294,9 +302,10 @@ class FBStore(Generic[T]):
     def _encode(self, key: UUID, value: T, file: IO[bytes], final: str) -> int:
         secret = self._secret
         header = encode_header(self.codec.name, signed=secret is not None)
+        flags = header[5]
         file.write(header)
         mac = None if secret is None else new_mac(secret, header)
-        writer = _GuardedWriter(file, mac, zlib.crc32(header))
+        writer = _GuardedWriter(file, new_checksum(flags, header), mac)
         try:
             self.codec.dump(value, cast("IO[bytes]", writer))
         except _IOFailureError as failure:
@@ -308,8 +317,9 @@ class FBStore(Generic[T]):
                 key=key,
             ) from exc
         tail = b"" if mac is None else finish_mac(mac, writer.length)
-        file.write(tail + encode_trailer(writer.length, writer.crc))
-        return len(header) + writer.length + len(tail) + TRAILER.size
+        trailer = encode_trailer(flags, writer.length, writer.digest.intdigest())
+        file.write(tail + trailer)
+        return len(header) + writer.length + len(tail) + len(trailer)
 
     def load(self, key: UUID) -> T:
         """Decode blob ``key``.
@@ -324,14 +334,23 @@ class FBStore(Generic[T]):
         path = self.path.blob_path(key)
         try:
             if self.path.is_local:
-                file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed below
-                size = os.fstat(file.fileno()).st_size
-                if size <= SMALL_BLOB:
-                    # One read, then everything happens on the buffer: fewer system calls
-                    # than streaming, and the codec sees only verified bytes.
-                    with file:
-                        data = file.read()
-                    return self._decode_buffer(key, data, path)
+                fd = os.open(path, _O_READ)
+                try:
+                    size = os.fstat(fd).st_size
+                    if size <= SMALL_BLOB:
+                        # One read into one buffer, then everything happens on it: fewer
+                        # system calls than streaming, and the codec sees only verified
+                        # bytes. A file that shrinks meanwhile gives a short read, which
+                        # fails the length checks.
+                        data = os.read(fd, size)
+                        os.close(fd)
+                        fd = -1
+                        return self._decode_buffer(key, data, path)
+                    file: IO[bytes] = open(fd, "rb")  # noqa: SIM115 - closed below
+                    fd = -1  # the file object owns it now
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
             else:
                 # One GET for the whole blob: remote reads are bound by requests, not copies.
                 url = self.path.fs.unstrip_protocol(path)
@@ -356,21 +375,34 @@ class FBStore(Generic[T]):
         """Check a whole blob held in memory, then decode it (checks before the codec runs)."""
         view = memoryview(data)
         size = len(data)
+        start = len(self._header)
+        end = size - TRAILER.size
+        if self._secret is None and end >= start and data.startswith(self._header):
+            # The common case, a blob this store wrote: its header is known byte for byte.
+            # Anything amiss goes the general way below, which names the problem.
+            length, digest, magic = TRAILER.unpack_from(data, end)
+            if (
+                magic == TRAILER_MAGIC
+                and length == end - start
+                and xxhash.xxh3_64_intdigest(view[:end]) == digest
+            ):
+                return self._decode_payload(key, view[start:end], path)
         try:
             header = read_header(io.BytesIO(data[:HEADER_PEEK]))
             signed = bool(header.flags & FLAG_SIGNED)
             mac_size = MAC_SIZE if signed else 0
-            payload = size - header.size - mac_size - TRAILER.size
+            trailer_size = trailer_struct(header.flags).size
+            payload = size - header.size - mac_size - trailer_size
             if payload < 0:
                 raise CorruptBlobError(f"blob is truncated: {size} bytes")
-            length, crc = decode_trailer(data[size - TRAILER.size :])
+            length, digest = decode_trailer(header.flags, data[size - trailer_size :])
             if length != payload:
                 raise CorruptBlobError(
                     f"blob is truncated or padded: trailer says {length} payload bytes, "
                     f"the file holds {payload}"
                 )
             end = header.size + payload
-            if zlib.crc32(view[:end]) != crc:
+            if checksum(header.flags, view[:end]) != digest:
                 raise CorruptBlobError("checksum mismatch")
         except CorruptBlobError as exc:
             raise CorruptBlobError(str(exc), key=key, path=path) from None
@@ -395,7 +427,11 @@ class FBStore(Generic[T]):
                     key=key,
                     path=path,
                 )
-        body = view[header.size : end]
+        return self._decode_payload(key, view[header.size : end], path)
+
+    def _decode_payload(self, key: UUID, body: memoryview, path: str) -> T:
+        """Decode a verified payload held in memory."""
+        payload = len(body)
         try:
             loads = getattr(self.codec, "loads", None)
             if loads is not None:
@@ -435,12 +471,13 @@ class FBStore(Generic[T]):
                 "blob is not signed and this store requires signed blobs", key=key, path=path
             )
         mac_size = MAC_SIZE if signed else 0
-        payload = size - header.size - mac_size - TRAILER.size
+        trailer_size = trailer_struct(header.flags).size
+        payload = size - header.size - mac_size - trailer_size
         if payload < 0:
             raise CorruptBlobError(f"blob is truncated: {size} bytes", key=key, path=path)
-        file.seek(size - TRAILER.size)
+        file.seek(size - trailer_size)
         try:
-            length, crc = decode_trailer(file.read(TRAILER.size))
+            length, digest = decode_trailer(header.flags, file.read(trailer_size))
         except CorruptBlobError as exc:
             raise CorruptBlobError(str(exc), key=key, path=path) from exc
         if length != payload:
@@ -453,20 +490,20 @@ class FBStore(Generic[T]):
         if signed and self._secret is not None:
             self._verify(key, file, header.size, payload, path)
         file.seek(header.size)
-        reader = ChecksumReader(file, payload, zlib.crc32(header.raw))
+        reader = ChecksumReader(file, payload, new_checksum(header.flags, header.raw))
         try:
             value = self.codec.load(cast("IO[bytes]", reader))
         except Exception as exc:
             if isinstance(exc, OSError) and not isinstance(exc, FbError):
                 raise
             reader.finish()
-            if reader.crc != crc:
+            if reader.digest.intdigest() != digest:
                 raise CorruptBlobError("checksum mismatch", key=key, path=path) from exc
             raise CodecError(
                 f"cannot decode an intact blob: {exc}", codec=self.codec.name, key=key, path=path
             ) from exc
         left = reader.finish()
-        if reader.crc != crc:
+        if reader.digest.intdigest() != digest:
             raise CorruptBlobError("checksum mismatch", key=key, path=path)
         if left:
             raise CodecError(
@@ -485,16 +522,17 @@ class FBStore(Generic[T]):
         Tells a damaged codec name apart from a blob that another codec wrote.
         """
         signed = bool(header.flags & FLAG_SIGNED)
-        payload = size - header.size - (MAC_SIZE if signed else 0) - TRAILER.size
+        trailer_size = trailer_struct(header.flags).size
+        payload = size - header.size - (MAC_SIZE if signed else 0) - trailer_size
         try:
             if payload < 0:
                 raise CorruptBlobError("blob is truncated")
-            file.seek(size - TRAILER.size)
-            length, crc = decode_trailer(file.read(TRAILER.size))
+            file.seek(size - trailer_size)
+            length, digest = decode_trailer(header.flags, file.read(trailer_size))
             file.seek(header.size)
-            reader = ChecksumReader(file, payload, zlib.crc32(header.raw))
+            reader = ChecksumReader(file, payload, new_checksum(header.flags, header.raw))
             reader.finish()
-            if length != payload or reader.crc != crc:
+            if length != payload or reader.digest.intdigest() != digest:
                 raise CorruptBlobError("checksum mismatch")
         except CorruptBlobError as exc:
             raise CorruptBlobError(str(exc), key=key, path=path) from None

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID, uuid4
 
 import pytest
+import xxhash
 
 from fb import BackingStore, FBPool
 from fb.backends import FBStore, PreparedPath
@@ -260,6 +264,43 @@ def test_bit_flip_in_codec_name_is_detected(backend: FBStore[Any]) -> None:
     """One flipped bit in the header's codec name raises CorruptBlobError, not CodecError."""
     outcome = flip_each_bit_and_load(backend, range(HEADER_FIXED, HEADER_FIXED + len("pickle")))
     assert set(outcome.values()) == {"corrupt"}, outcome
+
+
+def crc32_blob(codec: str, payload: bytes) -> bytes:
+    """A blob as earlier builds wrote it: flags 0, a CRC-32 of header and payload in the trailer."""
+    name = codec.encode()
+    header = struct.pack("<4sBBH", b"\x93FBB", 1, 0, len(name)) + name
+    crc = zlib.crc32(payload, zlib.crc32(header))
+    return header + payload + struct.pack("<QI4s", len(payload), crc, b"\x93FBE")
+
+
+def test_blobs_with_a_crc32_trailer_still_load(backend: FBStore[Any]) -> None:
+    """fb writes XXH3-64 checksums but still reads, and checks, CRC-32 blobs of earlier builds."""
+    key = uuid4()
+    backend.store(key, "new")
+    path = Path(backend.blob_path(key))
+    value = {"a": [1, 2, 3], "b": "text"}
+    for payload in (pickle.dumps(value), pickle.dumps(bytes(2 << 20))):  # read whole; streamed
+        blob = crc32_blob("pickle", payload)
+        path.write_bytes(blob)
+        assert backend.load(key) == pickle.loads(payload)
+        damaged = bytearray(blob)
+        damaged[len(blob) // 2] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(CorruptBlobError, match="checksum mismatch"):
+            backend.load(key)
+
+
+def test_new_blobs_carry_an_xxh3_checksum(backend: FBStore[Any]) -> None:
+    """The header's flag bit 1 says XXH3-64, and the trailer holds that hash of header+payload."""
+    key = uuid4()
+    backend.store(key, b"value")
+    blob = Path(backend.blob_path(key)).read_bytes()
+    assert blob[5] == 0x02
+    length, digest, magic = struct.unpack("<QQ4s", blob[-20:])
+    assert magic == b"\x93FBE"
+    assert digest == xxhash.xxh3_64_intdigest(blob[: len(blob) - 20])
+    assert length == len(blob) - 20 - HEADER_FIXED - len("pickle")
 
 
 def test_corrupt_blob_through_the_pool(store: BackingStore[Any], counting: CountingStore) -> None:
