@@ -33,6 +33,7 @@ class Entry:
         "key",
         "loading",
         "readers",
+        "segment",
         "size",
         "stored_nbytes",
         "value",
@@ -49,6 +50,7 @@ class Entry:
         self.stored_nbytes: int | None = None
         self.blob = blob
         self.readers = 0
+        self.segment = -1  # kept by the pool's SegmentTaggingLRU: 0, 1, 2, or -1 if not in it
         self.writer = False
         self.writer_owner: tuple[int, object] | None = None
         self.writing = False

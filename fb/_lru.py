@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["SegmentedLRU"]
+__all__ = ["SegmentTaggingLRU", "SegmentedLRU", "Tagged"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -217,3 +217,35 @@ class SegmentedLRU(Generic[K]):
                 break
             del segs[COLD][key]
             self._move(key, COLD, WARM, weight, to_front=False)
+
+
+class Tagged(Hashable, Protocol):
+    """A key with room for its own segment (see `SegmentTaggingLRU`)."""
+
+    segment: int
+
+
+TK = TypeVar("TK", bound=Tagged)
+
+
+class SegmentTaggingLRU(SegmentedLRU[TK]):
+    """A `SegmentedLRU` that also writes each key's segment to ``key.segment`` (-1 once removed).
+
+    The pool's hit path checks an item's segment under the lock on every load: reading an
+    attribute costs less than the dict lookup of `segment`, and the moves that pay for the
+    extra write happen on inserts, misses and warm hits, not on hot hits.
+    """
+
+    __slots__ = ()
+
+    def remove(self, key: TK) -> None:
+        super().remove(key)
+        key.segment = -1
+
+    def _add(self, key: TK, seg: int, weight: int) -> None:
+        super()._add(key, seg, weight)
+        key.segment = seg
+
+    def _move(self, key: TK, src: int, dst: int, weight: int, *, to_front: bool) -> None:
+        super()._move(key, src, dst, weight, to_front=to_front)
+        key.segment = dst

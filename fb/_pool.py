@@ -14,7 +14,7 @@ import attrs
 
 from ._core import _POOLS, RETRY_FIRST_DELAY, PoolCore
 from ._entry import MISSING, Batch, Entry, wait
-from ._lru import SegmentedLRU
+from ._lru import SegmentTaggingLRU
 from ._persist import TrackedPath, check_tracked, parse_key
 from ._sizeof import default_sizeof
 from ._stats import PoolStatistics
@@ -105,10 +105,9 @@ class FBPool(PoolCore[T]):
         self.store = store
         self.sizeof = default_sizeof if sizeof is None else sizeof
         self._lock = threading.Lock()
-        self._lru = SegmentedLRU(self.max_items, self.max_bytes)
+        self._lru = SegmentTaggingLRU(self.max_items, self.max_bytes)
         self._n = dict.fromkeys(
             (
-                "hits",
                 "misses",
                 "loads",
                 "stores",
@@ -122,6 +121,7 @@ class FBPool(PoolCore[T]):
             ),
             0,
         )
+        self._hits = 0
         self._seconds = {"load": 0.0, "store": 0.0}
         self._resident_items = 0
         self._resident_bytes = 0
@@ -257,6 +257,7 @@ class FBPool(PoolCore[T]):
                 background_errors=self.store.pending_errors,
                 load_seconds=self._seconds["load"],
                 store_seconds=self._seconds["store"],
+                hits=self._hits,
                 **self._n,
             )
 

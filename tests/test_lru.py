@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fb._lru import SegmentedLRU
+from fb._lru import SegmentedLRU, SegmentTaggingLRU
 
 
 class CutoffModel:
@@ -313,3 +313,41 @@ def test_weighted_invariants(
         assert len(offered) == len(set(offered))
         crossed = {k for k in after if after[k] == 2 and (k in moved or before.get(k) != 2)}
         assert set(offered) == crossed
+
+
+class TaggedKey:
+    """A key that `SegmentTaggingLRU` can write its segment to; hashed by identity."""
+
+    __slots__ = ("segment",)
+
+    def __init__(self) -> None:
+        self.segment = -1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    max_items=st.none() | st.integers(min_value=0, max_value=9),
+    max_bytes=st.none() | st.integers(min_value=0, max_value=120),
+    ops=OPS,
+)
+def test_tagging_keeps_each_keys_segment_on_the_key(
+    max_items: int | None, max_bytes: int | None, ops: list[tuple[str, int, int]]
+) -> None:
+    """After every operation each key's ``segment`` is its segment, and -1 once removed."""
+    lru: SegmentTaggingLRU[TaggedKey] = SegmentTaggingLRU(max_items=max_items, max_bytes=max_bytes)
+    keys = [TaggedKey() for _ in range(12)]
+    for op, index, weight in ops:
+        key = keys[index]
+        present = key in lru
+        if op == "push_front" and not present:
+            lru.push_front(key, weight)
+        elif op == "push_back" and not present:
+            lru.push_back(key, weight)
+        elif op == "touch" and present:
+            lru.touch(key)
+        elif op == "remove" and present:
+            lru.remove(key)
+        elif op == "set_weight" and present:
+            lru.set_weight(key, weight)
+        for one in keys:
+            assert one.segment == (lru.segment(one) if one in lru else -1)
