@@ -66,6 +66,17 @@ class JsonCodec:
         del data  # the bytes and the text need not live together past this point
         return json.loads(text)
 
+    def loads(self, data: memoryview) -> Any:
+        """Decode one JSON value from a buffer that holds exactly what `dump` wrote.
+
+        Optional fast path: a store that holds a whole blob in memory uses it instead of
+        `load`, skipping the file-object layer and a copy.
+
+        Raises:
+            ValueError: the bytes are not UTF-8 JSON holding exactly one value.
+        """
+        return json.loads(str(data, "utf-8"))
+
 
 class _Writer:
     """Buffers JSON text and writes it to ``file`` as UTF-8 in pieces of about `CHUNK`."""

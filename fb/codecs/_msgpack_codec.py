@@ -98,6 +98,19 @@ class MsgpackCodec:
             raise ValueError("unexpected bytes after the MessagePack value")
         return value
 
+    def loads(self, data: memoryview) -> Any:
+        """Decode one MessagePack value from a buffer that holds exactly what `dump` wrote.
+
+        Optional fast path: a store that holds a whole blob in memory uses it instead of
+        `load`, skipping the file-object layer and a copy.
+
+        Raises:
+            ValueError: the bytes are not exactly one MessagePack value.
+        """
+        if not data:
+            raise ValueError("no MessagePack value: the payload is empty")
+        return msgpack.unpackb(data, strict_map_key=False)
+
 
 def _read_raw(file: IO[bytes], kind: int) -> bytes | str:
     """Read a top-level bin or str whose type byte was ``kind``, without a second copy."""

@@ -86,3 +86,16 @@ class ProtobufCodec:
         message = self.message_class()
         message.ParseFromString(file.read())
         return message
+
+    def loads(self, data: memoryview) -> Message:
+        """Parse one message from a buffer that holds exactly what `dump` wrote.
+
+        Optional fast path: a store that holds a whole blob in memory uses it instead of
+        `load`, skipping the file-object layer and a copy.
+
+        Raises:
+            google.protobuf.message.DecodeError: the bytes are not a message of this type.
+        """
+        message = self.message_class()
+        message.ParseFromString(data)
+        return message
