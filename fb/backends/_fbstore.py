@@ -301,7 +301,7 @@ class FBStore(Generic[T]):
 
     def _encode(self, key: UUID, value: T, file: IO[bytes], final: str) -> int:
         secret = self._secret
-        header = encode_header(self.codec.name, signed=secret is not None)
+        header = self._header
         flags = header[5]
         file.write(header)
         mac = None if secret is None else new_mac(secret, header)
