@@ -46,6 +46,7 @@ from ..exceptions import (
 )
 from ..typing import Codec
 from . import _locations
+from ._fdsink import FdSink
 from ._locations import remote_errors
 from ._prepared_path import SHARDS, PreparedPath
 
@@ -254,8 +255,12 @@ class FBStore(Generic[T]):
         except OSError as exc:
             raise _with_path(exc, tmp) from exc
         try:
-            with open(fd, "wb") as file:
-                size = self._encode(key, value, file, final)
+            try:
+                sink = FdSink(fd)
+                size = self._encode(key, value, cast("IO[bytes]", sink), final)
+                sink.close()
+            finally:
+                os.close(fd)
             os.replace(tmp, final)
         except BaseException as exc:
             with contextlib.suppress(OSError):
