@@ -194,7 +194,7 @@ class PoolCore(Generic[T]):
             batch.events.append((self.on_evict, (entry.key, entry.size, dirty)))
         if _events.isEnabledFor(logging.DEBUG):
             batch.events.append((_event_evict, (entry.key, entry.size, dirty)))
-        if entry in self._lru:
+        if entry.segment >= 0:
             self._offer_all(self._lru.set_weight(entry, 0), batch)
 
     def _install(self, entry: Entry, value: Any, size: int, batch: Batch) -> None:
@@ -207,7 +207,7 @@ class PoolCore(Generic[T]):
     def _finalize(self, entry: Entry, batch: Batch) -> None:
         """Remove a closed entry whose last guard is gone."""
         self._unfail(entry, batch)
-        if entry in self._lru:
+        if entry.segment >= 0:
             self._lru.remove(entry)
         if entry.value is not MISSING:
             batch.garbage.append(entry.value)
@@ -309,8 +309,7 @@ class PoolCore(Generic[T]):
                     entry.blob = True
                     self.store.add_ref(key)
                     if (
-                        entry in self._lru
-                        and self._lru.segment(entry) == COLD
+                        entry.segment == COLD
                         and entry.value is not MISSING
                         and not (entry.readers or entry.writer or entry.loading)
                         and entry.waiter is None
@@ -383,12 +382,7 @@ class PoolCore(Generic[T]):
                 due_entries = [e for e, (due, _) in self._failed.items() if due <= now]
             for entry in due_entries:
                 self._unfail(entry, batch)
-                if (
-                    entry.closed
-                    or entry.value is MISSING
-                    or entry not in self._lru
-                    or self._lru.segment(entry) != COLD
-                ):
+                if entry.closed or entry.value is MISSING or entry.segment != COLD:
                     continue  # it left memory or came back into the budget meanwhile
                 self._offer(entry, batch)
                 offered += 1
@@ -420,7 +414,7 @@ class PoolCore(Generic[T]):
         if entry.blob:
             # An eviction write this call waited for kept the value for its waiters: now
             # that it is clean, it can leave memory if it is still past the budget.
-            if entry in self._lru and self._lru.segment(entry) == COLD:
+            if entry.segment == COLD:
                 self._offer(entry, batch)
             return None
         if entry.writer or entry.writing or entry.loading:
@@ -452,7 +446,7 @@ class PoolCore(Generic[T]):
             if entry.writer or entry.evicting:
                 return MISSING
             entry.readers += 1
-        if self._lru.segment(entry) != HOT:
+        if entry.segment != HOT:
             self._offer_all(self._lru.touch(entry), batch)
         return value
 
@@ -465,7 +459,7 @@ class PoolCore(Generic[T]):
         when the caller must load blob ``key`` (``entry.loading`` is then set).
         """
         self._check_usable(entry)
-        if not touched and self._lru.segment(entry) != HOT:
+        if not touched and entry.segment != HOT:
             # Move first, as the crate does: if the caller gives up, the work is not wasted
             # by an immediate re-eviction.
             self._offer_all(self._lru.touch(entry), batch)
@@ -685,7 +679,7 @@ class PoolCore(Generic[T]):
             self.store.check_open()
             entry.loading = True
             key = entry.key
-            if self._lru.segment(entry) != HOT:
+            if entry.segment != HOT:
                 batch = Batch()
                 self._offer_all(self._lru.touch(entry), batch)
             else:
@@ -763,7 +757,7 @@ class PoolCore(Generic[T]):
                         self._resident_bytes += size - entry.size
                         entry.size = size
                         self._offer_all(self._lru.set_weight(entry, size), batch)
-                    if self._lru.segment(entry) == COLD:
+                    if entry.segment == COLD:
                         self._offer(entry, batch)
             self._wake(entry, batch)
         self._after(batch)

@@ -48,6 +48,8 @@ class SegmentedLRU(Generic[K]):
 
     __slots__ = ("_bytes", "_counts", "_limits", "_seg", "_segs")
 
+    _tagging = False  # SegmentTaggingLRU: also write each key's segment to the key
+
     def __init__(self, max_items: int | None = None, max_bytes: int | None = None) -> None:
         items = _INF if max_items is None else max_items
         nbytes = _INF if max_bytes is None else max_bytes
@@ -167,6 +169,8 @@ class SegmentedLRU(Generic[K]):
         self._seg[key] = seg
         self._counts[seg] += 1
         self._bytes[seg] += weight
+        if self._tagging:
+            key.segment = seg  # type: ignore[attr-defined]
 
     def _fits(self, seg: int, weight: int) -> bool:
         """Would one more item of ``weight`` fit within the cumulative limit of ``seg``?"""
@@ -187,6 +191,8 @@ class SegmentedLRU(Generic[K]):
         self._segs[dst][key] = weight
         if not to_front:
             self._segs[dst].move_to_end(key, last=False)
+        if self._tagging:
+            key.segment = dst  # type: ignore[attr-defined]
 
     def _cascade(self) -> list[K]:
         segs, counts, nbytes = self._segs, self._counts, self._bytes
@@ -238,14 +244,8 @@ class SegmentTaggingLRU(SegmentedLRU[TK]):
 
     __slots__ = ()
 
+    _tagging = True
+
     def remove(self, key: TK) -> None:
         super().remove(key)
         key.segment = -1
-
-    def _add(self, key: TK, seg: int, weight: int) -> None:
-        super()._add(key, seg, weight)
-        key.segment = seg
-
-    def _move(self, key: TK, src: int, dst: int, weight: int, *, to_front: bool) -> None:
-        super()._move(key, src, dst, weight, to_front=to_front)
-        key.segment = dst
