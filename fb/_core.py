@@ -17,6 +17,7 @@ import random
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
@@ -101,6 +102,8 @@ class PoolCore(Generic[T]):
     _resident_items: int
     _resident_bytes: int
     _pending_writes: int
+    _write_queue: deque[tuple[Entry, UUID, Any]]  # write-backs no worker has taken yet
+    _writers: int  # workers draining _write_queue
     _pending_bytes: int
     max_pending_bytes: int
     _drain_waiters: list[Future[None]]
@@ -119,6 +122,8 @@ class PoolCore(Generic[T]):
         """
         self._lock = threading.Lock()
         self._pending_writes = self._pending_bytes = 0
+        self._write_queue = deque()
+        self._writers = 0
         self._drain_waiters = []
         self._failed = {}
         self._retry_timer = None
@@ -142,12 +147,8 @@ class PoolCore(Generic[T]):
         for waiter in batch.wake:
             if not waiter.done():
                 waiter.set_result(None)
-        for fn, args in batch.work:
-            try:
-                self.store.submit(fn, *args)
-            except StoreClosedError:
-                # Only write-backs are queued here; one that cannot start has failed.
-                self._write_done(args[0], args[1], None, 0.0)
+        if batch.work:
+            self._queue_writes(batch.work)
         batch.garbage.clear()  # values dropped from memory die here, outside the lock
         for hook, args in batch.events:
             try:
@@ -182,7 +183,7 @@ class PoolCore(Generic[T]):
         entry.evicting = True
         self._pending_writes += 1
         self._pending_bytes += entry.size
-        batch.work.append((self._write_back, (entry, entry.key, entry.value)))
+        batch.work.append((entry, entry.key, entry.value))
 
     def _drop(self, entry: Entry, batch: Batch, *, dirty: bool) -> None:
         batch.garbage.append(entry.value)
@@ -237,6 +238,53 @@ class PoolCore(Generic[T]):
         self.store.check_open()
 
     # -- internals: writes -----------------------------------------------------------------
+
+    def _queue_writes(self, writes: list[tuple[Entry, UUID, Any]]) -> None:
+        """Queue write-backs, and start workers to drain the queue if too few are at it.
+
+        A worker writes queued values one after another until none is left, rather than
+        taking one task per value: the caller pays for a deque append, not a task and a
+        thread wake-up per eviction. One worker of the store stays free of write-backs
+        (when it has two or more) for loads and deletes.
+        """
+        with self._lock:
+            self._write_queue.extend(writes)
+            limit = max(1, self.store.max_workers - 1)
+            start = min(len(self._write_queue), limit) - self._writers
+            if start > 0:
+                self._writers += start
+        for _ in range(start):
+            try:
+                self.store.submit(self._drain_writes)
+            except StoreClosedError:
+                with self._lock:
+                    self._writers -= 1
+                    failed = list(self._write_queue)
+                    self._write_queue.clear()
+                for entry, key, _value in failed:
+                    self._write_done(entry, key, None, 0.0)  # it can never start
+
+    def _drain_writes(self) -> None:
+        """Worker: write back queued values until the queue is empty."""
+        lock = self._lock
+        queue = self._write_queue
+        idle = False
+        try:
+            while True:
+                with lock:
+                    if not queue:
+                        self._writers -= 1
+                        idle = True
+                        return
+                    entry, key, value = queue.popleft()
+                self._write_back(entry, key, value)
+        finally:
+            if not idle:  # left early (an error escaped): another worker takes over
+                with lock:
+                    self._writers -= 1
+                    again = bool(queue)
+                if again:
+                    self._queue_writes([])
 
     def _write_back(self, entry: Entry, key: UUID, value: Any) -> None:
         """Worker: write an evicted value; memory is released only if the write succeeded."""

@@ -66,7 +66,7 @@ class Batch:
     __slots__ = ("events", "garbage", "wake", "work")
 
     def __init__(self) -> None:
-        self.work: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+        self.work: list[tuple[Entry, UUID, Any]] = []  # write-backs: entry, key, value
         self.wake: list[Future[None]] = []
         self.garbage: list[Any] = []
         self.events: list[tuple[Callable[..., object], tuple[Any, ...]]] = []

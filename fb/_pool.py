@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from types import TracebackType
@@ -126,6 +127,8 @@ class FBPool(PoolCore[T]):
         self._resident_items = 0
         self._resident_bytes = 0
         self._pending_writes = 0
+        self._write_queue = deque()
+        self._writers = 0
         self._pending_bytes = 0
         pending = _check_budget("max_pending_bytes", max_pending_bytes)
         self.max_pending_bytes = DEFAULT_MAX_PENDING_BYTES if pending is None else pending
