@@ -174,14 +174,20 @@ class FbSpillBuffer(MutableMapping[Key, object]):
 
     @property
     def spilled_total(self) -> SpilledSize:
-        """The ``sizeof`` total of the values on storage only, for the worker's metrics."""
+        """The values on storage only, for the worker's metrics.
+
+        ``memory`` is their ``sizeof`` total; ``disk`` the size of their blobs (a value
+        whose blob this pool did not write itself counts its ``sizeof``).
+        """
+        memory = disk = 0
         with self._lock:
-            total = sum(
-                self._sizes.get(key, 0)
-                for key, handle in self._handles.items()
-                if not handle.resident
-            )
-        return SpilledSize(total, total)
+            for key, handle in self._handles.items():
+                if not handle.resident:
+                    size = self._sizes.get(key, 0)
+                    stored = handle.stored_nbytes
+                    memory += size
+                    disk += size if stored is None else stored
+        return SpilledSize(memory, disk)
 
     def statistics(self) -> PoolStatistics:
         """Return the pool's counters (stores, evictions, loads, bytes, errors…)."""

@@ -50,6 +50,14 @@ def blob_files(buffer: FbSpillBuffer) -> list[Path]:
     return sorted(Path(buffer.location.root, "cache").glob("??/*"))
 
 
+def blob_of(buffer: FbSpillBuffer, key: object) -> Path:
+    """Return the blob file of ``key`` in the buffer's local cache directory."""
+    handle = buffer._handle(key)
+    assert handle is not None
+    (path,) = Path(buffer.location.root, "cache").glob(f"??/{handle.key.hex}")
+    return path
+
+
 def pickle_errors(caplog: pytest.LogCaptureFixture, key: object) -> list[logging.LogRecord]:
     """Return the buffer's "failed to pickle" records about ``key``."""
     return [
@@ -205,7 +213,8 @@ def test_evict_spills_the_least_recently_used_value(roomy: FbSpillBuffer) -> Non
     assert set(roomy.slow) == {"k0"}
     assert set(roomy.fast) == {"k1", "k2", "k3"}
     assert roomy.manual_evictions == 1
-    assert roomy.spilled_total == SpilledSize(safe_sizeof(values["k0"]), safe_sizeof(values["k0"]))
+    assert roomy.spilled_total.memory == safe_sizeof(values["k0"])
+    assert roomy.spilled_total.disk == blob_of(roomy, "k0").stat().st_size
     assert np.array_equal(roomy["k0"], values["k0"])  # type: ignore[arg-type]
     assert roomy.statistics().loads == 1
 
@@ -266,13 +275,14 @@ def test_setitem_replaces_and_closes_the_old_handle(roomy: FbSpillBuffer) -> Non
 
 
 def test_spilled_total_counts_values_on_storage_only(buffer: FbSpillBuffer) -> None:
-    """``spilled_total`` is the sizeof total of the keys in ``slow``."""
+    """``spilled_total``: the sizeof total of the keys in ``slow``, and their blobs' sizes."""
     for i in range(6):
         buffer[i] = array(i)
     buffer.finished()
     expected = sum(safe_sizeof(array(0)) for _ in buffer.slow)
     assert expected > 0
-    assert buffer.spilled_total == SpilledSize(expected, expected)
+    on_disk = sum(blob_of(buffer, key).stat().st_size for key in buffer.slow)
+    assert buffer.spilled_total == SpilledSize(expected, on_disk)
 
 
 def test_concurrent_threads(buffer: FbSpillBuffer) -> None:
