@@ -1134,6 +1134,32 @@ def test_persist_into_a_location_with_a_foreign_marker_raises(
     assert tracked.unsynced == 0
 
 
+def test_persist_into_a_directory_in_use_raises_and_changes_nothing(
+    store: BackingStore[Any], pool: FBPool[Any], persist_dir: Path
+) -> None:
+    """A first persist refuses a non-empty directory without fb's marker, naming a culprit."""
+    (persist_dir / "thesis.tex").write_text("years of work")
+    before = listing(persist_dir)
+    tracked = store.track_path(persist_dir)
+    handle = pool.insert("x")
+    with pytest.raises(ForeignLocationError, match=r"not empty .*thesis\.tex"):
+        handle.persist(tracked)
+    assert listing(persist_dir) == before
+    assert tracked.keys() == frozenset()
+
+
+def test_persist_into_a_directory_of_empty_shards_claims_it(
+    store: BackingStore[Any], pool: FBPool[Any], persist_dir: Path
+) -> None:
+    """Shard directories alone (say, from a persist that crashed early) are fb's own."""
+    (persist_dir / "ab").mkdir()
+    tracked = store.track_path(persist_dir)
+    handle = pool.insert("x")
+    key = handle.persist(tracked)
+    assert (persist_dir / MARKER).is_file()
+    assert (persist_dir / key.hex[:2] / key.hex).is_file()
+
+
 def test_persist_into_another_store_cache_directory_raises(
     store: BackingStore[Any], pool: FBPool[Any], tmp_path: Path
 ) -> None:

@@ -141,6 +141,7 @@ def claim(location: PreparedPath) -> list[str]:
                 f"{root} is the cache directory of a store, not a persist location"
             )
         if not os.path.exists(marker):
+            _refuse_foreign(location, os.listdir(root))
             # Written whole under a temporary name, then linked into place: concurrent first
             # persists agree on one marker, and a crash never leaves an empty one behind.
             tmp = f"{root}/{MARKER_NAME}.{secrets.token_hex(4)}.tmp"
@@ -166,6 +167,12 @@ def claim(location: PreparedPath) -> list[str]:
             try:
                 content = fs.cat_file(marker)
             except FileNotFoundError:
+                try:
+                    listed = fs.ls(root, detail=False)
+                except FileNotFoundError:
+                    listed = []
+                names = [path.rstrip("/").rsplit("/", 1)[-1] for path in listed]
+                _refuse_foreign(location, names)
                 fs.pipe_file(marker, MARKER_TEXT)
                 return []
     if content != MARKER_TEXT:
@@ -174,6 +181,25 @@ def claim(location: PreparedPath) -> list[str]:
             "refusing to persist there"
         )
     return []
+
+
+def _refuse_foreign(location: PreparedPath, names: list[str]) -> None:
+    """Refuse to claim a location that holds anything but what fb puts there.
+
+    A first persist marks its location as fb's, and ``fb gc`` later deletes blobs there that
+    no save names: pointing it by mistake at a directory in use must fail, not adopt it.
+    """
+    foreign = sorted(
+        name
+        for name in names
+        if name not in SHARDS and name != MARKER_NAME and not _MARKER_TEMP.match(name)
+    )
+    if foreign:
+        raise ForeignLocationError(
+            f"{location.url} is not empty ({len(foreign)} name(s) fb did not write, first: "
+            f"{foreign[0]}) and is not an fb persist location; persist into a new or empty "
+            "directory"
+        )
 
 
 def _copy_local(src: str, dst: str) -> None:

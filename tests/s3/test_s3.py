@@ -31,7 +31,7 @@ import pytest
 import fb
 from fb import BackingStore, FBPool
 from fb.backends import FBStore, PreparedPath
-from fb.exceptions import BlobNotFoundError, InvalidKeyError
+from fb.exceptions import BlobNotFoundError, ForeignLocationError, InvalidKeyError
 from fb.testing.backends import PersistSuite
 from tests.s3.moto_fixtures import MotoServer, S3Bucket
 
@@ -499,6 +499,16 @@ def run_child(s3: S3Bucket, *args: str) -> list[list[str]]:
     )
     assert result.returncode == 0, result.stderr
     return [line.split() for line in result.stdout.splitlines()]
+
+
+def test_persist_into_a_prefix_in_use_raises(s3: S3Bucket, s3_store: BackingStore[Any]) -> None:
+    """A first persist to S3 refuses a prefix that holds objects fb did not write."""
+    s3.server.client.put_object(Bucket=s3.name, Key="reports/q3.csv", Body=b"a,b\n")
+    tracked = s3_store.track_path(s3.location("reports"))
+    handle = FBPool(s3_store, max_items=1).insert(b"x")
+    with pytest.raises(ForeignLocationError, match=r"not empty .*q3\.csv"):
+        handle.persist(tracked)
+    assert s3.names("reports/") == ["reports/q3.csv"]
 
 
 def test_items_persisted_by_one_process_load_in_another(s3: S3Bucket) -> None:
