@@ -240,7 +240,8 @@ class Fb(Generic[T]):
         location. Durable after the next `BackingStore.fsync` of ``tracked``.
 
         Raises:
-            ForeignLocationError: ``tracked`` belongs to something else.
+            ForeignLocationError: ``tracked`` belongs to something else (another marker,
+                a cache directory, or a non-empty directory fb has not claimed).
             CodecError: the value cannot be encoded.
             OSError: the location cannot be written; nothing is left half-done.
         """

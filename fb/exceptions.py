@@ -95,7 +95,7 @@ class InvalidKeyError(FbError, ValueError):
 
 
 class ForeignLocationError(FbError, ValueError):
-    """A persist location that belongs to something else: another marker, or a cache directory."""
+    """A persist location that is not fb's: another marker, a cache, or a directory in use."""
 
 
 class PluginNotFoundError(FbError, LookupError):
