@@ -1,0 +1,275 @@
+"""Write-back of a pool's evicted values: the queue, its workers, completion and retries.
+
+`PoolCore` (in ``_core.py``) inherits these steps; like every step of the state machine
+they decide under the pool's lock and do their I/O outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from uuid import UUID
+
+from ._entry import MISSING, Batch, Entry
+from ._lru import COLD
+from ._store import BackingStore
+from .exceptions import CodecError, StoreClosedError
+
+__all__ = ["RETRY_FIRST_DELAY", "RETRY_MAX_DELAY", "WriteBack"]
+
+_log = logging.getLogger("fb")
+_events = logging.getLogger("fb.events")
+"""Structured events: every record carries ``fb_event`` and its fields in ``extra``."""
+
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 30.0
+
+T = TypeVar("T")
+
+
+def _event_retry(key: UUID, nbytes: int) -> None:
+    _events.info(
+        "fb: retrying the write-back of %s (%d bytes)",
+        key.hex,
+        nbytes,
+        extra={"fb_event": "retry", "fb_key": key.hex, "fb_nbytes": nbytes},
+    )
+
+
+class WriteBack(Generic[T]):
+    """The write-back steps of `PoolCore`, and the state they share with it."""
+
+    store: BackingStore[T]
+    _lock: threading.Lock
+    _n: dict[str, int]
+    _seconds: dict[str, float]
+    _pending_writes: int
+    _pending_bytes: int
+    max_pending_bytes: int
+    _write_queue: deque[tuple[Entry, UUID, Any]]  # write-backs no worker has taken yet
+    _writers: int  # workers draining _write_queue
+    _drain_waiters: list[Future[None]]
+    _failed: dict[Entry, tuple[float, int]]
+    _retry_delay: float
+    _retry_timer: threading.Timer | None
+    on_error: Callable[[BaseException], object] | None
+
+    if TYPE_CHECKING:  # steps of PoolCore these use
+
+        def _after(self, batch: Batch) -> None: ...
+        def _offer(self, entry: Entry, batch: Batch) -> None: ...
+        def _drop(self, entry: Entry, batch: Batch, *, dirty: bool) -> None: ...
+        def _finalize(self, entry: Entry, batch: Batch) -> None: ...
+        def _wake(self, entry: Entry, batch: Batch) -> None: ...
+
+    def _queue_writes(self, writes: list[tuple[Entry, UUID, Any]]) -> None:
+        """Queue write-backs, and start workers to drain the queue if too few are at it.
+
+        A worker writes queued values one after another until none is left, rather than
+        taking one task per value: the caller pays for a deque append, not a task and a
+        thread wake-up per eviction. One worker of the store stays free of write-backs
+        (when it has two or more) for loads and deletes.
+        """
+        with self._lock:
+            self._write_queue.extend(writes)
+            limit = max(1, self.store.max_workers - 1)
+            start = min(len(self._write_queue), limit) - self._writers
+            if start > 0:
+                self._writers += start
+        for _ in range(start):
+            try:
+                self.store.submit(self._drain_writes)
+            except StoreClosedError:
+                with self._lock:
+                    self._writers -= 1
+                    failed = list(self._write_queue)
+                    self._write_queue.clear()
+                for entry, key, _value in failed:
+                    self._write_done(entry, key, None, 0.0)  # it can never start
+
+    def _drain_writes(self) -> None:
+        """Worker: write back queued values until the queue is empty."""
+        lock = self._lock
+        queue = self._write_queue
+        idle = False
+        try:
+            while True:
+                with lock:
+                    if not queue:
+                        self._writers -= 1
+                        idle = True
+                        return
+                    entry, key, value = queue.popleft()
+                self._write_back(entry, key, value)
+        finally:
+            if not idle:  # left early (an error escaped): another worker takes over
+                with lock:
+                    self._writers -= 1
+                    again = bool(queue)
+                if again:
+                    self._queue_writes([])
+
+    def _write_back(self, entry: Entry, key: UUID, value: Any) -> None:
+        """Worker: write an evicted value; memory is released only if the write succeeded."""
+        start = time.perf_counter()
+        try:
+            nbytes = self.store.strategy.store(key, value)
+        except BaseException as exc:
+            self._write_done(entry, key, None, time.perf_counter() - start, exc)
+            _events.warning(
+                "fb: write-back of %s failed: %s",
+                key.hex,
+                exc,
+                extra={"fb_event": "write_failed", "fb_key": key.hex, "fb_error": repr(exc)},
+            )
+            self.store.report(exc)
+            if self.on_error is not None:
+                batch = Batch()
+                batch.events.append((self.on_error, (exc,)))
+                self._after(batch)
+            return
+        self._write_done(entry, key, nbytes, time.perf_counter() - start)
+
+    def _write_done(
+        self,
+        entry: Entry,
+        key: UUID,
+        nbytes: int | None,
+        seconds: float,
+        error: BaseException | None = None,
+    ) -> None:
+        batch = Batch()
+        with self._lock:
+            evicting = entry.evicting
+            entry.writing = entry.evicting = False
+            self._pending_writes -= 1
+            # A value its codec cannot encode fails the same way every time: it stays in
+            # memory, reported once, never retried and never counted as pending.
+            retrying = (
+                evicting
+                and nbytes is None
+                and not isinstance(error, CodecError)
+                and not entry.closed
+                and entry.value is not MISSING
+            )
+            if evicting and not retrying:
+                self._pending_bytes -= entry.size
+                self._wake_drained(batch)
+            self._seconds["store"] += seconds
+            if nbytes is None:
+                self._n["write_errors"] += 1
+                if retrying:
+                    # Its bytes stay counted as pending: while storage fails, backpressure
+                    # holds the producer back instead of letting memory grow without bound.
+                    self._schedule_retry(entry)
+            else:
+                self._unfail(entry, batch)
+                if self._retry_delay != RETRY_FIRST_DELAY:
+                    # Storage works again: what waits for a retry should not sit out the
+                    # backoff that the failures built up.
+                    self._retry_delay = RETRY_FIRST_DELAY
+                    self._retry_soon()
+                self._n["stores"] += 1
+                self._n["bytes_written"] += nbytes
+                entry.stored_nbytes = nbytes
+                if entry.closed and not (entry.readers or entry.writer):
+                    # The handle went while its blob was being written: write, then delete.
+                    self.store.delete_blob(key)
+                    self._finalize(entry, batch)
+                else:
+                    entry.blob = True
+                    self.store.add_ref(key)
+                    if (
+                        entry.segment == COLD
+                        and entry.value is not MISSING
+                        and not (entry.readers or entry.writer or entry.loading)
+                        and entry.waiter is None
+                    ):
+                        self._drop(entry, batch, dirty=evicting)
+            self._wake(entry, batch)
+        self._after(batch)
+
+    def _wake_drained(self, batch: Batch) -> None:
+        if self._drain_waiters and self._pending_bytes <= self.max_pending_bytes:
+            batch.wake.extend(self._drain_waiters)
+            self._drain_waiters.clear()
+
+    def _unfail(self, entry: Entry, batch: Batch) -> None:
+        """Under the lock: ``entry`` no longer waits for a retry; its bytes stop pending."""
+        failed = self._failed.pop(entry, None)
+        if failed is not None:
+            self._pending_bytes -= failed[1]
+            self._wake_drained(batch)
+
+    def _schedule_retry(self, entry: Entry) -> None:
+        """Under the lock: retry a failed eviction write later, with backoff and jitter."""
+        delay = self._retry_delay
+        self._retry_delay = min(delay * 2, RETRY_MAX_DELAY)
+        earlier = self._failed.get(entry)
+        if earlier is not None:
+            # It failed again before its retry came up: count its bytes once.
+            self._pending_bytes -= earlier[1]
+        self._failed[entry] = (time.monotonic() + delay * (0.5 + random.random()), entry.size)
+        if self._retry_timer is None:
+            timer = threading.Timer(delay, self._retry_due)
+            timer.daemon = True
+            timer.name = "fb-retry"
+            self._retry_timer = timer
+            timer.start()
+
+    def _retry_soon(self) -> None:
+        """Under the lock: bring every pending retry forward to a first-delay backoff."""
+        if not self._failed:
+            return
+        now = time.monotonic()
+        for entry, (due, size) in list(self._failed.items()):
+            soon = now + RETRY_FIRST_DELAY * (0.5 + random.random())
+            if due > soon:
+                self._failed[entry] = (soon, size)
+        timer, self._retry_timer = self._retry_timer, None
+        if timer is not None:
+            timer.cancel()
+        timer = threading.Timer(RETRY_FIRST_DELAY * 1.5, self._retry_due)
+        timer.daemon = True
+        timer.name = "fb-retry"
+        self._retry_timer = timer
+        timer.start()
+
+    def _retry_due(self) -> None:
+        """Timer thread: re-offer the failed writes whose backoff has passed."""
+        with self._lock:
+            self._retry_timer = None
+        self._retry(time.monotonic())
+
+    def _retry(self, now: float) -> int:
+        batch = Batch()
+        offered = 0
+        with self._lock:
+            if self.store.closed:
+                for entry in list(self._failed):
+                    self._unfail(entry, batch)
+                due_entries = []
+            else:
+                due_entries = [e for e, (due, _) in self._failed.items() if due <= now]
+            for entry in due_entries:
+                self._unfail(entry, batch)
+                if entry.closed or entry.value is MISSING or entry.segment != COLD:
+                    continue  # it left memory or came back into the budget meanwhile
+                self._offer(entry, batch)
+                offered += 1
+                if _events.isEnabledFor(logging.INFO):
+                    batch.events.append((_event_retry, (entry.key, entry.size)))
+            if self._failed and self._retry_timer is None:
+                delay = max(0.0, min(due for due, _ in self._failed.values()) - time.monotonic())
+                timer = threading.Timer(delay, self._retry_due)
+                timer.daemon = True
+                self._retry_timer = timer
+                timer.start()
+        self._after(batch)
+        return offered
