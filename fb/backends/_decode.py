@@ -1,0 +1,235 @@
+"""How an `FBStore` checks and decodes a blob it has read (the read half of the format)."""
+
+from __future__ import annotations
+
+import hmac
+import io
+from typing import IO, Generic, TypeVar, cast
+from uuid import UUID
+
+import xxhash
+
+from .._blob import (
+    FLAG_SIGNED,
+    MAC_SIZE,
+    TRAILER,
+    TRAILER_MAGIC,
+    BlobHeader,
+    ChecksumReader,
+    checksum,
+    decode_trailer,
+    finish_mac,
+    new_checksum,
+    new_mac,
+    read_header,
+    trailer_struct,
+)
+from ..exceptions import CodecError, CorruptBlobError, FbError
+from ..typing import Codec
+
+__all__ = ["HEADER_PEEK", "BlobReader"]
+
+T = TypeVar("T")
+
+HEADER_PEEK = 8 + 255
+"""The most bytes a header can take: its fixed part and the longest codec name."""
+
+
+class BlobReader(Generic[T]):
+    """The checks and decoding of `FBStore.load`, apart from finding and opening the blob.
+
+    Every check runs before the codec sees a byte of a blob held in memory; a streamed blob
+    is checked as the codec reads it, and its checksum compared when the codec is done.
+    """
+
+    codec: Codec[T]
+    _secret: bytes | None
+    _header: bytes
+
+    def _decode_buffer(self, key: UUID, data: bytes, path: str) -> T:
+        """Check a whole blob held in memory, then decode it (checks before the codec runs)."""
+        view = memoryview(data)
+        size = len(data)
+        start = len(self._header)
+        end = size - TRAILER.size
+        if self._secret is None and end >= start and data.startswith(self._header):
+            # The common case, a blob this store wrote: its header is known byte for byte.
+            # Anything amiss goes the general way below, which names the problem.
+            length, digest, magic = TRAILER.unpack_from(data, end)
+            if (
+                magic == TRAILER_MAGIC
+                and length == end - start
+                and xxhash.xxh3_64_intdigest(view[:end]) == digest
+            ):
+                return self._decode_payload(key, view[start:end], path)
+        try:
+            header = read_header(io.BytesIO(data[:HEADER_PEEK]))
+            signed = bool(header.flags & FLAG_SIGNED)
+            mac_size = MAC_SIZE if signed else 0
+            trailer_size = trailer_struct(header.flags).size
+            payload = size - header.size - mac_size - trailer_size
+            if payload < 0:
+                raise CorruptBlobError(f"blob is truncated: {size} bytes")
+            length, digest = decode_trailer(header.flags, data[size - trailer_size :])
+            if length != payload:
+                raise CorruptBlobError(
+                    f"blob is truncated or padded: trailer says {length} payload bytes, "
+                    f"the file holds {payload}"
+                )
+            end = header.size + payload
+            if checksum(header.flags, view[:end]) != digest:
+                raise CorruptBlobError("checksum mismatch")
+        except CorruptBlobError as exc:
+            raise CorruptBlobError(str(exc), key=key, path=path) from None
+        if header.codec != self.codec.name:
+            raise CodecError(
+                f"blob was written by codec {header.codec!r} and cannot be read by "
+                f"codec {self.codec.name!r}",
+                codec=self.codec.name,
+                key=key,
+                path=path,
+            )
+        if self._secret is not None:
+            if not signed:
+                raise CorruptBlobError(
+                    "blob is not signed and this store requires signed blobs", key=key, path=path
+                )
+            mac = new_mac(self._secret, data[: header.size])
+            mac.update(view[header.size : end])
+            if not hmac.compare_digest(finish_mac(mac, payload), data[end : end + MAC_SIZE]):
+                raise CorruptBlobError(
+                    "signature mismatch: the blob was altered, or written without this store's key",
+                    key=key,
+                    path=path,
+                )
+        return self._decode_payload(key, view[header.size : end], path)
+
+    def _decode_payload(self, key: UUID, body: memoryview, path: str) -> T:
+        """Decode a verified payload held in memory."""
+        payload = len(body)
+        try:
+            loads = getattr(self.codec, "loads", None)
+            if loads is not None:
+                return loads(body)  # type: ignore[no-any-return]
+            reader = io.BytesIO(body.tobytes())
+            value = self.codec.load(reader)
+        except Exception as exc:
+            raise CodecError(
+                f"cannot decode an intact blob: {exc}", codec=self.codec.name, key=key, path=path
+            ) from exc
+        if reader.tell() != payload:
+            raise CodecError(
+                f"codec stopped {payload - reader.tell()} bytes before the end of its payload",
+                codec=self.codec.name,
+                key=key,
+                path=path,
+            )
+        return value
+
+    def _decode(self, key: UUID, file: IO[bytes], size: int, path: str) -> T:
+        try:
+            header = read_header(file)
+        except CorruptBlobError as exc:
+            raise CorruptBlobError(str(exc), key=key, path=path) from exc
+        if header.codec != self.codec.name:
+            self._check_intact(key, file, header, size, path)
+            raise CodecError(
+                f"blob was written by codec {header.codec!r} and cannot be read by "
+                f"codec {self.codec.name!r}",
+                codec=self.codec.name,
+                key=key,
+                path=path,
+            )
+        signed = bool(header.flags & FLAG_SIGNED)
+        if self._secret is not None and not signed:
+            raise CorruptBlobError(
+                "blob is not signed and this store requires signed blobs", key=key, path=path
+            )
+        mac_size = MAC_SIZE if signed else 0
+        trailer_size = trailer_struct(header.flags).size
+        payload = size - header.size - mac_size - trailer_size
+        if payload < 0:
+            raise CorruptBlobError(f"blob is truncated: {size} bytes", key=key, path=path)
+        file.seek(size - trailer_size)
+        try:
+            length, digest = decode_trailer(header.flags, file.read(trailer_size))
+        except CorruptBlobError as exc:
+            raise CorruptBlobError(str(exc), key=key, path=path) from exc
+        if length != payload:
+            raise CorruptBlobError(
+                f"blob is truncated or padded: trailer says {length} payload bytes, "
+                f"the file holds {payload}",
+                key=key,
+                path=path,
+            )
+        if signed and self._secret is not None:
+            self._verify(key, file, header.size, payload, path)
+        file.seek(header.size)
+        reader = ChecksumReader(file, payload, new_checksum(header.flags, header.raw))
+        try:
+            value = self.codec.load(cast("IO[bytes]", reader))
+        except Exception as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, FbError):
+                raise
+            reader.finish()
+            if reader.digest.intdigest() != digest:
+                raise CorruptBlobError("checksum mismatch", key=key, path=path) from exc
+            raise CodecError(
+                f"cannot decode an intact blob: {exc}", codec=self.codec.name, key=key, path=path
+            ) from exc
+        left = reader.finish()
+        if reader.digest.intdigest() != digest:
+            raise CorruptBlobError("checksum mismatch", key=key, path=path)
+        if left:
+            raise CodecError(
+                f"codec stopped {left} bytes before the end of its payload",
+                codec=self.codec.name,
+                key=key,
+                path=path,
+            )
+        return value
+
+    def _check_intact(
+        self, key: UUID, file: IO[bytes], header: BlobHeader, size: int, path: str
+    ) -> None:
+        """Raise CorruptBlobError unless the blob's checksum holds (header included).
+
+        Tells a damaged codec name apart from a blob that another codec wrote.
+        """
+        signed = bool(header.flags & FLAG_SIGNED)
+        trailer_size = trailer_struct(header.flags).size
+        payload = size - header.size - (MAC_SIZE if signed else 0) - trailer_size
+        try:
+            if payload < 0:
+                raise CorruptBlobError("blob is truncated")
+            file.seek(size - trailer_size)
+            length, digest = decode_trailer(header.flags, file.read(trailer_size))
+            file.seek(header.size)
+            reader = ChecksumReader(file, payload, new_checksum(header.flags, header.raw))
+            reader.finish()
+            if length != payload or reader.digest.intdigest() != digest:
+                raise CorruptBlobError("checksum mismatch")
+        except CorruptBlobError as exc:
+            raise CorruptBlobError(str(exc), key=key, path=path) from None
+
+    def _verify(
+        self, key: UUID, file: IO[bytes], header_size: int, payload: int, path: str
+    ) -> None:
+        """Check a signed blob's HMAC before any byte of it reaches the codec."""
+        assert self._secret is not None
+        file.seek(0)
+        mac = new_mac(self._secret, file.read(header_size))
+        left = payload
+        while left:
+            chunk = file.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            mac.update(chunk)
+            left -= len(chunk)
+        stored = file.read(MAC_SIZE)
+        if left or not hmac.compare_digest(finish_mac(mac, payload), stored):
+            raise CorruptBlobError(
+                "signature mismatch: the blob was altered, or written without this store's key",
+                key=key,
+                path=path,
+            )
