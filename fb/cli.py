@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from . import __version__, _inspect
+from . import __version__, _gc, _inspect
 from ._bench import bench
 from ._cli_ops import (
     COMMANDS,
@@ -288,24 +288,22 @@ def gc_command(
     keep = None
     if manifest is not None:
         try:
-            keep = _inspect.read_manifest(manifest)
+            keep = _gc.read_manifest(manifest)
         except (OSError, ValueError) as exc:
             raise click.BadParameter(str(exc), param_hint="--manifest") from None
     with storage_errors(), _inspect.hold_lock(location) as locked:
         listing = _inspect.list_location(location)
         if keep is not None and listing.kind == "cache":
             raise click.UsageError("--manifest is for persist locations, not cache directories")
-        plan = _inspect.plan_gc(
-            listing, locked=locked, manifest=keep, min_age=min_age, now=time.time()
-        )
-        failures = _inspect.delete_files(location, [i.file for i in plan.delete]) if yes else []
+        plan = _gc.plan_gc(listing, locked=locked, manifest=keep, min_age=min_age, now=time.time())
+        failures = _gc.delete_files(location, [i.file for i in plan.delete]) if yes else []
     _gc_report(listing.url, plan, yes, failures, as_json)
     if (plan.delete and not yes) or failures or plan.missing or plan.refused:
         sys.exit(PROBLEMS)
 
 
 def _gc_report(
-    url: str, plan: _inspect.GcPlan, yes: bool, failures: list[tuple[str, str]], as_json: bool
+    url: str, plan: _gc.GcPlan, yes: bool, failures: list[tuple[str, str]], as_json: bool
 ) -> None:
     if as_json:
         emit_json(

@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 import attrs
 import pytest
 
-from fb import _inspect
+from fb import _gc, _inspect
 from fb._blob import TRAILER
 from fb._inspect import Listing, StoredFile
 from fb.backends import FBStore, PreparedPath
@@ -315,14 +315,14 @@ def test_read_manifest_formats(tmp_path: Path) -> None:
     keys = [uuid4() for _ in range(3)]
     text = tmp_path / "keys.txt"
     text.write_text(f"# saved\n{keys[0].hex}\n\n{keys[1]}\n{keys[2].hex.upper()}\n")
-    assert _inspect.read_manifest(text) == frozenset(keys)
+    assert _gc.read_manifest(text) == frozenset(keys)
     listed = tmp_path / "keys.json"
     listed.write_text(json.dumps([key.hex for key in keys]))
-    assert _inspect.read_manifest(listed) == frozenset(keys)
+    assert _gc.read_manifest(listed) == frozenset(keys)
     for bad in ("not-a-key\n", '["abc"]', "[1, 2]", "[not json"):
         listed.write_text(bad)
         with pytest.raises(ValueError, match=str(listed)):
-            _inspect.read_manifest(listed)
+            _gc.read_manifest(listed)
 
 
 def file_at(name: str, mtime: float | None = 0.0) -> StoredFile:
@@ -346,12 +346,12 @@ def test_plan_gc_of_a_cache_directory() -> None:
     keys = [uuid4().hex for _ in range(2)]
     temp = file_at(f"{keys[0][:2]}/.{keys[0]}.ab.tmp", mtime=time.time())
     listing = listing_of("cache", keys, [temp])
-    dead = _inspect.plan_gc(listing, locked=False, manifest=None, min_age=3600, now=time.time())
+    dead = _gc.plan_gc(listing, locked=False, manifest=None, min_age=3600, now=time.time())
     assert {item.file.name for item in dead.delete} == {temp.name} | {
         f"{key[:2]}/{key}" for key in keys
     }
     assert [file.name for file in dead.foreign] == ["README"]
-    live = _inspect.plan_gc(listing, locked=True, manifest=None, min_age=0, now=time.time())
+    live = _gc.plan_gc(listing, locked=True, manifest=None, min_age=0, now=time.time())
     assert live.delete == ()
     assert live.locked is True
     assert len(live.kept_blobs) == 2
@@ -366,11 +366,11 @@ def test_plan_gc_of_a_persist_location() -> None:
     young = file_at(f"{orphan.hex[:2]}/.{orphan.hex}.02.tmp", mtime=now - 10)
     unknown_age = file_at(f"{orphan.hex[:2]}/.{orphan.hex}.03.tmp", mtime=None)
     listing = listing_of("persist", [keep.hex, orphan.hex], [old, young, unknown_age])
-    plain = _inspect.plan_gc(listing, locked=None, manifest=None, min_age=3600, now=now)
+    plain = _gc.plan_gc(listing, locked=None, manifest=None, min_age=3600, now=now)
     assert [item.file for item in plain.delete] == [old]
     assert plain.kept_recent == (young, unknown_age)
     assert len(plain.kept_blobs) == 2
-    planned = _inspect.plan_gc(
+    planned = _gc.plan_gc(
         listing, locked=None, manifest=frozenset({keep, missing}), min_age=3600, now=now
     )
     assert {item.file.key for item in planned.delete} == {keep.hex, orphan.hex}
@@ -387,15 +387,13 @@ def test_plan_gc_refuses_a_manifest_that_keeps_no_blob() -> None:
     keys = [uuid4().hex for _ in range(3)]
     listing = listing_of("persist", keys, [])
     for manifest in (frozenset(), frozenset({uuid4()})):
-        plan = _inspect.plan_gc(listing, locked=None, manifest=manifest, min_age=0, now=0.0)
+        plan = _gc.plan_gc(listing, locked=None, manifest=manifest, min_age=0, now=0.0)
         assert plan.delete == ()
         assert len(plan.kept_blobs) == 3
         assert plan.refused is not None
         assert "none of the 3 blob(s)" in plan.refused
     empty = listing_of("persist", [], [])
-    assert (
-        _inspect.plan_gc(empty, locked=None, manifest=frozenset(), min_age=0, now=0).refused is None
-    )
+    assert _gc.plan_gc(empty, locked=None, manifest=frozenset(), min_age=0, now=0).refused is None
 
 
 def test_delete_files_refuses_foreign_names(tmp_path: Path) -> None:
@@ -413,7 +411,7 @@ def test_delete_files_refuses_foreign_names(tmp_path: Path) -> None:
             name=f"{key[:2]}/.{key}.aa.tmp", path=str(shard / f".{key}.aa.tmp"), size=0, mtime=None
         ),
     ]
-    failures = _inspect.delete_files(location, files)
+    failures = _gc.delete_files(location, files)
     assert failures == [("notes.txt", "not a name fb owns; refused")]
     assert not (shard / key).exists()
     assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -35,6 +35,7 @@ def fixture_busy_pool(backing: BackingStore[Any]) -> Iterator[FBPool[bytes]]:
     for handle in handles[:3]:
         with handle.load() as value:
             assert len(value) == 1000
+    backing.finished()  # the loads evicted values: let their writes end before sampling
     yield pool
     pool.close()
     backing.finished()
