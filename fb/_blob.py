@@ -84,6 +84,16 @@ class BlobHeader:
     size: int
     raw: bytes
 
+    @property
+    def trailer_size(self) -> int:
+        """The length of the trailer of a blob with this header."""
+        return trailer_struct(self.flags).size
+
+    def payload_length(self, blob_size: int) -> int:
+        """Payload bytes in a blob of ``blob_size`` bytes with this header (< 0: truncated)."""
+        mac_size = MAC_SIZE if self.flags & FLAG_SIGNED else 0
+        return blob_size - self.size - mac_size - self.trailer_size
+
 
 FLAG_SIGNED = 0x01
 FLAG_XXH3 = 0x02

@@ -40,7 +40,6 @@ from ._blob import (
     new_checksum,
     new_mac,
     read_header,
-    trailer_struct,
 )
 from ._persist import parse_key
 from .backends._fbstore import _BLOB_NAME, _TEMP_NAME, LOCK_NAME
@@ -462,8 +461,8 @@ def check_blob(
         )
         if secret is not None and not signed:
             return BlobInfo(**fields, signature_ok=False, error="blob is not signed")
-        trailer_size = trailer_struct(header.flags).size
-        payload = size - header.size - (MAC_SIZE if signed else 0) - trailer_size
+        trailer_size = header.trailer_size
+        payload = header.payload_length(size)
         if payload < 0:
             return BlobInfo(**fields, error=f"blob is truncated: {size} bytes")
         raw.seek(size - trailer_size)

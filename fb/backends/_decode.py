@@ -22,7 +22,6 @@ from .._blob import (
     new_checksum,
     new_mac,
     read_header,
-    trailer_struct,
 )
 from ..exceptions import CodecError, CorruptBlobError, FbError
 from ..typing import Codec
@@ -65,12 +64,10 @@ class BlobReader(Generic[T]):
         try:
             header = read_header(io.BytesIO(data[:HEADER_PEEK]))
             signed = bool(header.flags & FLAG_SIGNED)
-            mac_size = MAC_SIZE if signed else 0
-            trailer_size = trailer_struct(header.flags).size
-            payload = size - header.size - mac_size - trailer_size
+            payload = header.payload_length(size)
             if payload < 0:
                 raise CorruptBlobError(f"blob is truncated: {size} bytes")
-            length, digest = decode_trailer(header.flags, data[size - trailer_size :])
+            length, digest = decode_trailer(header.flags, data[size - header.trailer_size :])
             if length != payload:
                 raise CorruptBlobError(
                     f"blob is truncated or padded: trailer says {length} payload bytes, "
@@ -114,16 +111,9 @@ class BlobReader(Generic[T]):
             reader = io.BytesIO(body.tobytes())
             value = self.codec.load(reader)
         except Exception as exc:
-            raise CodecError(
-                f"cannot decode an intact blob: {exc}", codec=self.codec.name, key=key, path=path
-            ) from exc
+            raise self._codec_failed(exc, key, path) from exc
         if reader.tell() != payload:
-            raise CodecError(
-                f"codec stopped {payload - reader.tell()} bytes before the end of its payload",
-                codec=self.codec.name,
-                key=key,
-                path=path,
-            )
+            raise self._stopped_early(payload - reader.tell(), key, path)
         return value
 
     def _decode(self, key: UUID, file: IO[bytes], size: int, path: str) -> T:
@@ -145,9 +135,8 @@ class BlobReader(Generic[T]):
             raise CorruptBlobError(
                 "blob is not signed and this store requires signed blobs", key=key, path=path
             )
-        mac_size = MAC_SIZE if signed else 0
-        trailer_size = trailer_struct(header.flags).size
-        payload = size - header.size - mac_size - trailer_size
+        trailer_size = header.trailer_size
+        payload = header.payload_length(size)
         if payload < 0:
             raise CorruptBlobError(f"blob is truncated: {size} bytes", key=key, path=path)
         file.seek(size - trailer_size)
@@ -174,20 +163,26 @@ class BlobReader(Generic[T]):
             reader.finish()
             if reader.digest.intdigest() != digest:
                 raise CorruptBlobError("checksum mismatch", key=key, path=path) from exc
-            raise CodecError(
-                f"cannot decode an intact blob: {exc}", codec=self.codec.name, key=key, path=path
-            ) from exc
+            raise self._codec_failed(exc, key, path) from exc
         left = reader.finish()
         if reader.digest.intdigest() != digest:
             raise CorruptBlobError("checksum mismatch", key=key, path=path)
         if left:
-            raise CodecError(
-                f"codec stopped {left} bytes before the end of its payload",
-                codec=self.codec.name,
-                key=key,
-                path=path,
-            )
+            raise self._stopped_early(left, key, path)
         return value
+
+    def _codec_failed(self, exc: Exception, key: UUID, path: str) -> CodecError:
+        return CodecError(
+            f"cannot decode an intact blob: {exc}", codec=self.codec.name, key=key, path=path
+        )
+
+    def _stopped_early(self, left: int, key: UUID, path: str) -> CodecError:
+        return CodecError(
+            f"codec stopped {left} bytes before the end of its payload",
+            codec=self.codec.name,
+            key=key,
+            path=path,
+        )
 
     def _check_intact(
         self, key: UUID, file: IO[bytes], header: BlobHeader, size: int, path: str
@@ -196,9 +191,8 @@ class BlobReader(Generic[T]):
 
         Tells a damaged codec name apart from a blob that another codec wrote.
         """
-        signed = bool(header.flags & FLAG_SIGNED)
-        trailer_size = trailer_struct(header.flags).size
-        payload = size - header.size - (MAC_SIZE if signed else 0) - trailer_size
+        trailer_size = header.trailer_size
+        payload = header.payload_length(size)
         try:
             if payload < 0:
                 raise CorruptBlobError("blob is truncated")

@@ -68,9 +68,9 @@ class FdSink:
         parts = self._parts
         if not parts:
             return
+        left = self._pending  # every byte written since the last flush, buffer included
         self._parts = []
         self._pending = 0
-        left = sum(memoryview(part).nbytes for part in parts)
         written = os.writev(self._fd, parts)
         while written < left:  # a short write: carry on from where it stopped
             left -= written
