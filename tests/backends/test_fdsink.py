@@ -38,6 +38,14 @@ def counting_writev(monkeypatch: pytest.MonkeyPatch, limit: int | None = None) -
     return calls
 
 
+def write_all(fd: int, pieces: list[Any]) -> None:
+    """Write ``pieces`` through one FdSink and close it, as a store writes one blob."""
+    sink = FdSink(fd)
+    for piece in pieces:
+        assert sink.write(piece) == len(piece)
+    sink.close()
+
+
 def test_a_small_blob_takes_one_system_call(
     target: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,11 +82,8 @@ def test_a_large_blob_goes_out_in_pieces(
     """Gathering stops at GATHER bytes: memory stays bounded for a large value."""
     path, fd = target
     calls = counting_writev(monkeypatch)
-    sink = FdSink(fd)
     pieces = [os.urandom(SMALL_PIECE) for _ in range(3 * GATHER // SMALL_PIECE)]
-    for piece in pieces:
-        sink.write(piece)
-    sink.close()
+    write_all(fd, pieces)
     assert len(calls) == 3
     assert path.read_bytes() == b"".join(pieces)
 
@@ -89,12 +94,10 @@ def test_many_tiny_pieces_are_gathered(
     """Ten thousand tiny writes (a record at a time) make one system call, not 10,000."""
     path, fd = target
     calls = counting_writev(monkeypatch)
-    sink = FdSink(fd)
-    for index in range(10_000):
-        sink.write(b"%d," % index)
-    sink.close()
+    pieces = [b"%d," % index for index in range(10_000)]
+    write_all(fd, pieces)
     assert len(calls) == 1
-    assert path.read_bytes() == b"".join(b"%d," % index for index in range(10_000))
+    assert path.read_bytes() == b"".join(pieces)
 
 
 @settings(max_examples=60, deadline=None)
@@ -118,10 +121,7 @@ def test_short_writes_carry_on_where_they_stopped(
     with pytest.MonkeyPatch.context() as monkeypatch:
         counting_writev(monkeypatch, limit)
         try:
-            sink = FdSink(fd)
-            for piece in pieces:
-                assert sink.write(piece) == len(piece)
-            sink.close()
+            write_all(fd, pieces)
         finally:
             os.close(fd)
     assert path.read_bytes() == b"".join(bytes(piece) for piece in pieces)
