@@ -435,7 +435,7 @@ def check_blob(
 ) -> BlobInfo:
     """Check blob ``file`` as a store would before decoding it, without decoding it.
 
-    Reads the header, the trailer and the whole payload (its CRC-32); with ``secret``,
+    Reads the header, the trailer and the whole payload (its checksum); with ``secret``,
     also checks the HMAC, and an unsigned blob is an error (a store with that key would
     refuse it).
 
