@@ -369,16 +369,27 @@ def test_absent_key_on_s3(s3: S3Bucket, s3_store: BackingStore[Any]) -> None:
 
 
 def test_write_back_to_a_deleted_bucket_keeps_the_values(s3: S3Bucket) -> None:
-    """When the bucket vanishes, write-back fails with an OSError naming it; values stay."""
+    """When the bucket vanishes, write-back fails with an OSError naming it; values stay.
+
+    The failed write is retried with backoff, so a slow machine may see the retry fail too
+    before ``finished`` returns: every error raised must then be that same OSError.
+    """
     backend: FBStore[str] = FBStore("pickle", s3.location("cache"))
     with BackingStore(backend) as store:
         pool: FBPool[str] = FBPool(store, max_items=0)
         s3.server.drop_bucket(s3.name)
         handle = pool.insert("nowhere to go")
-        with pytest.raises(OSError, match=s3.name):
+        with pytest.raises((OSError, ExceptionGroup)) as caught:
             store.finished()
+        errors = (
+            list(caught.value.exceptions)
+            if isinstance(caught.value, ExceptionGroup)
+            else [caught.value]
+        )
+        assert errors
+        assert all(isinstance(e, OSError) and s3.name in str(e) for e in errors), errors
         assert handle.resident
-        assert pool.statistics().write_errors == 1
+        assert pool.statistics().write_errors >= len(errors)  # a retry may have failed since
         handle.close()
 
 
