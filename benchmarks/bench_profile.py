@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from fb import _bench_systems as _bench
+from fb import _bench_timing as _timing
 
 
 def main() -> None:
@@ -45,13 +46,13 @@ def main() -> None:
             systems.append(system)
             items = [values.make(index) for index in range(workload.count)]
             phases = {
-                "insert": partial(_bench._insert_all, system, items),
+                "insert": partial(_timing._insert_all, system, items),
                 "uniform": partial(_read, system, values, orders["uniform"]),
                 "zipf": partial(_read, system, values, orders["zipf"]),
             }
             for name, action in phases.items():
                 gc.collect()
-                _bench._pretouch(workload.total_bytes)
+                _timing._pretouch(workload.total_bytes)
                 profile = cProfile.Profile() if profiled else None
                 start = time.perf_counter()
                 if profile is not None:

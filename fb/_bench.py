@@ -52,18 +52,20 @@ from ._bench_systems import (
     MB,
     MIB,
     QUICK,
+    WORKLOADS,
+    Workload,
+    _orders,
+    _System,
+    _Values,
+)
+from ._bench_timing import (
     SCALE_LOADS,
     SPILL_RESIDENT,
     TRACE_MAX_ITEMS,
-    WORKLOADS,
-    Workload,
     _hit_path,
-    _orders,
     _run_physical,
     _run_system,
     _scale_one,
-    _System,
-    _Values,
 )
 
 __all__ = ["bench"]

@@ -1,10 +1,10 @@
-"""The read-only commands of ``fb`` (ls, inspect, du, verify) and what every command shares.
+"""What every ``fb`` command shares: errors, storage options, output, reading many blobs.
 
-The commands that change storage (demo, gc) live in `fb.cli`. They all read locations
-through `fb._inspect` and never decode a payload. Exit codes: 0 when all is well, 1 when
-problems were found (corrupt blobs, leftovers to clean up, a missing blob), 2 for a usage
-error or when the command could not run (a location that does not exist, storage that
-cannot be reached).
+The read-only commands (ls, inspect, du, verify) live in `fb._cli_read`; the commands that
+change storage (demo, gc) in `fb.cli`. They all read locations through `fb._inspect` and
+never decode a payload. Exit codes: 0 when all is well, 1 when problems were found (corrupt
+blobs, leftovers to clean up, a missing blob), 2 for a usage error or when the command could
+not run (a location that does not exist, storage that cannot be reached).
 """
 
 from __future__ import annotations
@@ -14,23 +14,19 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import click
 
-from . import _inspect
 from ._inspect import BlobInfo, StoredFile
-from ._persist import parse_key
 from .backends import PreparedPath
 from .backends._fbstore import _check_secret
-from .exceptions import FbError, InvalidKeyError
+from .exceptions import FbError
 
 __all__ = [
-    "COMMANDS",
     "KIND_TEXT",
     "PROBLEMS",
     "CannotRunError",
@@ -268,291 +264,3 @@ def _read_all(
             if bar is not None:
                 bar.update(1)
     return infos, vanished
-
-
-# -- commands -----------------------------------------------------------------------------------
-
-
-@click.command("ls")
-@click.argument("url")
-@location_options
-@jobs_option
-def ls_command(
-    url: str, storage_option: tuple[str, ...], endpoint_url: str | None, as_json: bool, jobs: int
-) -> None:
-    """List the blobs at URL: key, size, codec, signed or not, and age.
-
-    URL is a cache directory or a persist location: a local path or any fsspec URL
-    (s3://bucket/prefix, memory://…). Only each blob's header is read. Exits with 1 when a
-    header cannot be read (fb verify tells more).
-    """
-    location = open_location(url, storage_option, endpoint_url)
-    with storage_errors():
-        listing = _inspect.list_location(location)
-        infos, _ = _read_all(
-            lambda file: _inspect.read_blob_header(location, file),
-            listing.blobs,
-            jobs=jobs,
-            label="",
-            show=False,
-        )
-    now = time.time()
-    bad = [info for info in infos if not info.ok]
-    if as_json:
-        emit_json({"url": listing.url, "blobs": [_blob_json(info, now) for info in infos]})
-    else:
-        rows = [
-            [
-                info.key,
-                human_size(info.size),
-                info.codec or "?",
-                "-" if info.signed is None else ("yes" if info.signed else "no"),
-                human_age(None if info.mtime is None else now - info.mtime),
-            ]
-            for info in infos
-        ]
-        if rows:
-            _table(["KEY", "SIZE", "CODEC", "SIGNED", "AGE"], rows, "<><<>")
-        click.echo(f"{len(infos)} blob(s), {human_size(sum(i.size for i in infos))}")
-        for info in bad:
-            click.echo(f"unreadable header: {info.name}: {info.error}", err=True)
-    if bad:
-        sys.exit(PROBLEMS)
-
-
-def _summary(location: PreparedPath, as_json: bool) -> None:
-    with storage_errors():
-        listing = _inspect.list_location(location)
-        with _inspect.hold_lock(location) as held:
-            pass  # only probed: released at once
-        pid = _inspect.lock_owner(location)
-    temp_bytes = sum(file.size for file in listing.temp_files)
-    if as_json:
-        emit_json(
-            {
-                "url": listing.url,
-                "kind": listing.kind,
-                "lock": {"file": listing.lock_file, "held": held, "pid": pid},
-                "marker": listing.marker,
-                "blobs": len(listing.blobs),
-                "blob_bytes": listing.blob_bytes,
-                "temp_files": len(listing.temp_files),
-                "temp_bytes": temp_bytes,
-                "foreign": [file.name for file in listing.foreign],
-                "sessions": list(listing.sessions),
-            }
-        )
-        return
-    if held is None:
-        lock = "-" if not listing.lock_file else "cannot be checked on this filesystem"
-    elif held:
-        lock = f"held by a live store (pid {pid})" if pid else "held by a live store"
-    else:
-        lock = "free: no live store owns the directory" + (
-            f" (last owner pid {pid})" if pid else ""
-        )
-    foreign = ", ".join(file.name for file in listing.foreign[:5])
-    more = ", …" if len(listing.foreign) > 5 else ""
-    for label, value in (
-        ("location", listing.url),
-        ("kind", KIND_TEXT[listing.kind]),
-        ("lock", lock),
-        ("blobs", f"{len(listing.blobs)}, {human_size(listing.blob_bytes)}"),
-        ("temporary", f"{len(listing.temp_files)}, {human_size(temp_bytes)}"),
-        ("foreign", f"{len(listing.foreign)}" + (f": {foreign}{more}" if foreign else "")),
-    ):
-        click.echo(f"{label:<10} {value}")
-    if listing.sessions:
-        click.echo(
-            f"sessions   {len(listing.sessions)} open_pool prefix(es), each a location of its "
-            f"own: {', '.join(listing.sessions[:3])}{', …' if len(listing.sessions) > 3 else ''}"
-        )
-
-
-@click.command("inspect")
-@click.argument("url")
-@click.argument("key", required=False)
-@location_options
-@secret_option
-def inspect_command(
-    url: str,
-    key: str | None,
-    storage_option: tuple[str, ...],
-    endpoint_url: str | None,
-    as_json: bool,
-    secret_key_env: str | None,
-) -> None:
-    """Summarise the location URL, or check the blob KEY there.
-
-    Without KEY: the kind of location (a cache directory, which has a lock file; a persist
-    location, which has fb's marker; or unknown), whether a live store holds the lock, and
-    how many blobs, temporary files and foreign names it holds.
-
-    With KEY (32 hex digits): the blob's header (format version, flags, codec, signed),
-    its trailer (payload length, checksum), its size, and whether its checksum (and, with
-    --secret-key-env, its signature) holds. Exits with 1 when it does not, or when there is
-    no blob KEY.
-    """
-    location = open_location(url, storage_option, endpoint_url)
-    if key is None:
-        _summary(location, as_json)
-        return
-    try:
-        parse_key(key)
-    except InvalidKeyError as exc:
-        raise click.BadParameter(str(exc), param_hint="KEY") from None
-    secret = _secret(secret_key_env)
-    with storage_errors():
-        file = _inspect.find_blob(location, key)
-    if file is None:
-        click.echo(f"Error: no blob {key} at {location.url}", err=True)
-        sys.exit(PROBLEMS)
-    with storage_errors():
-        info = _inspect.check_blob(location, file, secret=secret)
-    if as_json:
-        emit_json({"url": location.url, **_blob_json(info, time.time())})
-    else:
-        fields = attrs.asdict(info)
-        for name, spec in (("checksum", "#018x"), ("flags", "#04x")):
-            if fields[name] is not None:
-                fields[name] = format(fields[name], spec)
-        for name, value in fields.items():
-            click.echo(f"{name:<15} {'-' if value is None else value}")
-        click.echo(f"{'status':<15} {'ok' if info.ok else 'CORRUPT'}")
-    if not info.ok:
-        sys.exit(PROBLEMS)
-
-
-@click.command("du")
-@click.argument("url")
-@location_options
-@click.option(
-    "--by",
-    type=click.Choice(["codec", "shard"]),
-    default="codec",
-    show_default=True,
-    help="Group by the codec that wrote each blob (reads each header) or by shard.",
-)
-@jobs_option
-@quiet_option
-def du_command(
-    url: str,
-    storage_option: tuple[str, ...],
-    endpoint_url: str | None,
-    as_json: bool,
-    by: Literal["codec", "shard"],
-    jobs: int,
-    quiet: bool,
-) -> None:
-    """Show how many blobs and bytes URL holds, by codec or by shard.
-
-    Temporary files and foreign names are counted apart. Exits with 1 when a header
-    cannot be read (its blob counts under the codec "?").
-    """
-    location = open_location(url, storage_option, endpoint_url)
-    with storage_errors():
-        listing = _inspect.list_location(location)
-        if by == "codec":
-            infos, _ = _read_all(
-                lambda file: _inspect.read_blob_header(location, file),
-                listing.blobs,
-                jobs=jobs,
-                label="headers",
-                show=not (quiet or as_json),
-            )
-        else:
-            infos = [
-                BlobInfo(key=f.key, name=f.name, path=f.path, size=f.size, mtime=f.mtime)
-                for f in listing.blobs
-            ]
-    groups = _inspect.usage(infos, by)
-    extra = {
-        "temp_files": (len(listing.temp_files), sum(f.size for f in listing.temp_files)),
-        "foreign": (len(listing.foreign), sum(f.size for f in listing.foreign)),
-    }
-    total = (len(infos), sum(info.size for info in infos))
-    if as_json:
-        emit_json(
-            {
-                "url": listing.url,
-                "by": by,
-                "groups": [attrs.asdict(group) for group in groups],
-                "total": {"blobs": total[0], "bytes": total[1]},
-                **{name: {"count": n, "bytes": b} for name, (n, b) in extra.items()},
-            }
-        )
-    else:
-        rows = [[g.name, str(g.blobs), human_size(g.bytes), str(g.bytes)] for g in groups]
-        rows.append(["total", str(total[0]), human_size(total[1]), str(total[1])])
-        _table([by.upper(), "BLOBS", "SIZE", "BYTES"], rows, "<>>>")
-        for name, (count, nbytes) in extra.items():
-            if count:
-                click.echo(f"and {count} {name.replace('_', ' ')}, {human_size(nbytes)}")
-    if any(info.codec is None for info in infos) and by == "codec":
-        sys.exit(PROBLEMS)
-
-
-@click.command("verify", short_help="Check every blob's checksum (and signature).")
-@click.argument("url")
-@location_options
-@secret_option
-@jobs_option
-@quiet_option
-def verify_command(
-    url: str,
-    storage_option: tuple[str, ...],
-    endpoint_url: str | None,
-    as_json: bool,
-    secret_key_env: str | None,
-    jobs: int,
-    quiet: bool,
-) -> None:
-    """Check every blob at URL: header, trailer and checksum, and signature with a key.
-
-    Reads every byte of every blob (nothing is decoded). With --secret-key-env, signatures
-    are checked too and unsigned blobs fail. Files named like blobs that are not fb blobs
-    fail; other names are listed as foreign and left alone. Exits with 1 and lists the
-    blobs that fail when any does.
-    """
-    location = open_location(url, storage_option, endpoint_url)
-    secret = _secret(secret_key_env)
-    with storage_errors():
-        listing = _inspect.list_location(location)
-        infos, vanished = _read_all(
-            lambda file: _inspect.check_blob(location, file, secret=secret),
-            listing.blobs,
-            jobs=jobs,
-            label="verify",
-            show=not (quiet or as_json),
-        )
-    bad = [info for info in infos if not info.ok]
-    if as_json:
-        emit_json(
-            {
-                "url": listing.url,
-                "checked": len(infos),
-                "bytes": sum(info.size for info in infos),
-                "signatures": secret is not None,
-                "corrupt": [{"key": i.key, "name": i.name, "error": i.error} for i in bad],
-                "vanished": vanished,
-                "foreign": [file.name for file in listing.foreign],
-            }
-        )
-    else:
-        for info in bad:
-            click.echo(f"CORRUPT {info.name}: {info.error}")
-        what = "checksums and signatures" if secret is not None else "checksums"
-        click.echo(
-            f"{len(infos) - len(bad)}/{len(infos)} blob(s) sound ({what}), "
-            f"{human_size(sum(info.size for info in infos))} read"
-            + (f"; {len(bad)} CORRUPT" if bad else "")
-        )
-        if vanished:
-            click.echo(f"{len(vanished)} blob(s) deleted while checking (a live store)")
-        if listing.foreign:
-            click.echo(f"{len(listing.foreign)} foreign name(s) left alone (not fb's)")
-    if bad:
-        sys.exit(PROBLEMS)
-
-
-COMMANDS = (ls_command, inspect_command, du_command, verify_command)

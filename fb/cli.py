@@ -1,6 +1,7 @@
 """The ``fb`` command line: the group, and the commands that write (demo) or delete (gc).
 
-The read-only commands and the options every command shares are in `fb._cli_ops`.
+The read-only commands are in `fb._cli_read`, the options every command shares in
+`fb._cli_ops`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import click
 from . import __version__, _gc, _inspect
 from ._bench import bench
 from ._cli_ops import (
-    COMMANDS,
     KIND_TEXT,
     PROBLEMS,
     emit_json,
@@ -30,6 +30,7 @@ from ._cli_ops import (
     open_location,
     storage_errors,
 )
+from ._cli_read import COMMANDS
 from ._handle import Fb
 from ._pool import FBPool
 from ._store import BackingStore
