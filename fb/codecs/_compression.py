@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -388,10 +389,10 @@ class Lz4Codec(_OneShotLoads):
         says what is wrong.
         """
         frame = _require("lz4.frame", "Lz4Codec")
+        size = _lz4_content_size(data)
+        if not 0 < size <= _SMALL:
+            return None
         try:
-            size = frame.get_frame_info(data)["content_size"]
-            if not 0 < size <= _SMALL:
-                return None
             plain, used = frame.decompress(data, return_bytes_read=True)
         except RuntimeError:
             return None
@@ -407,6 +408,27 @@ class Lz4Codec(_OneShotLoads):
         _finish(reader, self.name)
         source.finish()
         return value
+
+
+_LZ4_HEAD = struct.Struct("<IBxQ")
+"""An LZ4 frame header's start: magic, FLG, (BD), then the content size if FLG says so."""
+_LZ4_MAGIC = 0x184D2204
+_LZ4_HAS_SIZE = 0x08
+
+
+def _lz4_content_size(data: Any) -> int:
+    """The content size an LZ4 frame header states, or -1 if it states none.
+
+    Read from the header's bytes: ``get_frame_info`` builds a dictionary, which costs a
+    good part of what decompressing a small frame does. The decompressor still checks the
+    whole frame, header checksum included.
+    """
+    if len(data) < _LZ4_HEAD.size:
+        return -1
+    magic, flags, size = _LZ4_HEAD.unpack_from(data)
+    if magic != _LZ4_MAGIC or not flags & _LZ4_HAS_SIZE:
+        return -1
+    return int(size)
 
 
 class _Lz4Source:

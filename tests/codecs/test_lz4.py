@@ -89,6 +89,34 @@ def test_data_after_the_inner_value_is_refused() -> None:
         Lz4Codec().load(io.BytesIO(lz4.frame.compress(plain.getvalue() + b"more")))
 
 
+@pytest.mark.parametrize("store_size", [True, False])
+def test_loads_reads_frames_with_or_without_a_stated_size(store_size: bool) -> None:
+    """Frames that state their content size decode in one call; others stream; both load."""
+    plain = io.BytesIO()
+    PickleCodec().dump({"k": list(range(100))}, plain)
+    frame = lz4.frame.compress(plain.getvalue(), store_size=store_size)
+    assert Lz4Codec().loads(memoryview(frame)) == {"k": list(range(100))}
+
+
+@pytest.mark.parametrize("tail", [b"\x00", b"more bytes after the frame"])
+def test_loads_refuses_data_after_the_frame(tail: bytes) -> None:
+    """The one-call path refuses what the streaming path refuses: bytes after the frame."""
+    buffer = io.BytesIO()
+    Lz4Codec().dump("value", buffer)
+    with pytest.raises(ValueError, match="after the LZ4 frame"):
+        Lz4Codec().loads(memoryview(buffer.getvalue() + tail))
+
+
+def test_loads_refuses_a_frame_that_misstates_its_size() -> None:
+    """A header whose content size is not what the frame holds does not decode quietly."""
+    plain = io.BytesIO()
+    PickleCodec().dump("value", plain)
+    frame = bytearray(lz4.frame.compress(plain.getvalue()))
+    frame[6] += 1  # the content size field (its header checksum now fails too)
+    with pytest.raises((ValueError, RuntimeError)):
+        Lz4Codec().loads(memoryview(bytes(frame)))
+
+
 def test_levels_above_16_are_refused() -> None:
     """LZ4-HC stops at level 16."""
     with pytest.raises(ValueError, match="level"):
