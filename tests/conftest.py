@@ -14,7 +14,7 @@ from uuid import UUID
 
 import pytest
 
-from fb import BackingStore
+from fb import BackingStore, Fb
 from fb.backends import FBStore, PreparedPath
 from fb.codecs import PickleCodec
 
@@ -117,6 +117,12 @@ class CountingStore:
     def blob_path(self, key: UUID) -> Path:
         """Where the real store keeps blob ``key``."""
         return Path(self.inner.blob_path(key))
+
+
+def value_of(handle: Fb[Any]) -> Any:
+    """Load ``handle`` and return its value."""
+    with handle.load() as value:
+        return value
 
 
 @pytest.fixture(name="cache_dir")

@@ -1,7 +1,7 @@
-"""Helpers shared by the reliability tests: fault accounting, blob listings, deadlines.
+"""Helpers shared by the reliability tests: injected errors, fault accounting, deadlines.
 
-The reliability tests (``test_faults.py``, ``test_model.py``, ``test_stress.py``,
-``test_crash_random.py``, ``test_fuzz_blob.py``, ``test_bad_input.py``,
+The reliability tests (``test_faults.py``, ``test_faults_targeted.py``, ``test_model.py``,
+``test_stress.py``, ``test_crash_random.py``, ``test_fuzz_blob.py``, ``test_bad_input.py``,
 ``test_backpressure.py``) prove the guarantees listed in ``docs/guarantees.md``. A hang in
 them fails loudly through pytest-timeout's ``thread`` method (every stack dumped, then the
 run ends), since a deadlocked pool leaves threads no test can stop.
@@ -18,6 +18,16 @@ from collections.abc import Callable
 from uuid import UUID
 
 from fb.backends import PreparedPath
+from fb.testing.faults import EACCES, EIO, ENOSPC, S3_CONNECTION, S3_SLOW_DOWN, ErrorFactory
+
+ERRORS: dict[str, ErrorFactory] = {
+    "ENOSPC": ENOSPC,
+    "EIO": EIO,
+    "EACCES": EACCES,
+    "S3_SLOW_DOWN": S3_SLOW_DOWN,
+    "S3_CONNECTION": S3_CONNECTION,
+}
+"""The storage errors the fault tests inject, by name."""
 
 _INJECTED = re.compile(r"injected into (\w+)")
 _BLOB = re.compile(r"(?:^|/)([0-9a-f]{2})/([0-9a-f]{32})$")

@@ -13,13 +13,7 @@ import pytest
 
 from fb import BackingStore, Fb, FBPool, ReadGuard, WriteGuard
 from fb.exceptions import HandleClosedError
-from tests.conftest import TIMEOUT, CountingStore
-
-
-def value_of(handle: Fb[Any]) -> Any:
-    """Load ``handle`` and return its value."""
-    with handle.load() as value:
-        return value
+from tests.conftest import TIMEOUT, CountingStore, value_of
 
 
 async def avalue_of(handle: Fb[Any]) -> Any:
