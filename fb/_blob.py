@@ -41,6 +41,7 @@ __all__ = [
     "ChecksumReader",
     "ChecksumWriter",
     "Crc32",
+    "SinkError",
     "checksum",
     "checksum_name",
     "decode_trailer",
@@ -221,15 +222,26 @@ def decode_trailer(flags: int, data: bytes) -> tuple[int, int]:
     return length, digest
 
 
+class SinkError(Exception):
+    """An OSError raised by the file under a `ChecksumWriter`, told apart from the codec's own."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
 class ChecksumWriter(io.RawIOBase):
     """A write-only file object that counts and checksums what passes to ``raw``.
 
-    Codecs see an ordinary binary file; buffers are passed through, never copied.
+    Codecs see an ordinary binary file; buffers are passed through, never copied. An
+    OSError of ``raw`` comes out as `SinkError`, so that a store can tell a failing disk
+    from a codec that raised OSError itself.
     """
 
     def __init__(self, raw: IO[bytes], digest: Checksum, mac: hmac.HMAC | None = None) -> None:
-        super().__init__()
-        self._raw = raw
+        # io.RawIOBase.__init__ does nothing, and one of these is made per blob written.
+        self._write = raw.write
+        self._update = digest.update
         self._mac = mac
         self.digest = digest
         self.length = 0
@@ -238,15 +250,19 @@ class ChecksumWriter(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        view = memoryview(data)
+        view = data if type(data) is memoryview else memoryview(data)
         if view.ndim != 1 or view.format not in ("B", "b", "c"):
             view = view.cast("B")
-        self.digest.update(view)
+        self._update(view)
         if self._mac is not None:
             self._mac.update(view)
-        self.length += view.nbytes
-        self._raw.write(view)
-        return view.nbytes
+        size = view.nbytes
+        self.length += size
+        try:
+            self._write(view)
+        except OSError as exc:
+            raise SinkError(exc) from exc
+        return size
 
 
 _HASH_PIECE = 256 << 10

@@ -5,18 +5,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import re
 import secrets
 import threading
-from typing import IO, Any, TypeVar, cast
+from typing import IO, TypeVar, cast
 from uuid import UUID
 
 from fsspec.spec import AbstractFileSystem
 
 from .._blob import (
     ChecksumWriter,
+    SinkError,
     encode_header,
     encode_trailer,
     finish_mac,
@@ -52,6 +54,9 @@ _BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
 _TEMP_NAME = re.compile(r"^\.[0-9a-f]{32}\.[0-9a-f]+\.tmp$")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_READ = os.O_RDONLY | _O_CLOEXEC
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+_TEMP_SERIAL = itertools.count()
+"""Suffixes of local temporary names (``next`` on a count is atomic under the GIL)."""
 
 
 def _move(fs: AbstractFileSystem, source: str, target: str) -> None:
@@ -75,24 +80,6 @@ def _with_path(exc: OSError, path: str) -> OSError:
     new = type(exc)(exc.errno or errno.EIO, exc.strerror or str(exc), path)
     new.__cause__ = exc
     return new
-
-
-class _IOFailureError(Exception):
-    """Marks an OSError that came from the blob file itself, not from the codec."""
-
-    def __init__(self, exc: OSError) -> None:
-        super().__init__(exc)
-        self.exc = exc
-
-
-class _GuardedWriter(ChecksumWriter):
-    """A ChecksumWriter whose storage errors are told apart from the codec's."""
-
-    def write(self, data: Any) -> int:
-        try:
-            return super().write(data)
-        except OSError as exc:
-            raise _IOFailureError(exc) from exc
 
 
 def _check_secret(secret: bytes | str | None) -> bytes | None:
@@ -245,15 +232,19 @@ class FBStore(BlobReader[T]):
         final = self.path.blob_path(key)
         if not self.path.is_local:
             return self._store_fs(key, value, final)
-        tmp = f"{self.path.shard_dir(key)}/.{key.hex}.{secrets.token_hex(4)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+        shard, name = final.rsplit("/", 1)
+        # The directory is this store's alone (its lock) and keys are fresh random UUIDs:
+        # the name needs only to differ from another write of the same key by this process
+        # or a child forked from it. The process ID and a counter do that without a system
+        # call for random bytes (which would also hand the GIL over once more per blob).
+        tmp = f"{shard}/.{name}.{os.getpid():08x}{next(_TEMP_SERIAL):x}.tmp"
         try:
             try:
-                fd = os.open(tmp, flags, 0o600)
+                fd = os.open(tmp, _O_CREATE, 0o600)
             except FileNotFoundError:
                 # Shard directories are made on first use: opening a store stays cheap.
-                os.makedirs(self.path.shard_dir(key), mode=0o700, exist_ok=True)
-                fd = os.open(tmp, flags, 0o600)
+                os.makedirs(shard, mode=0o700, exist_ok=True)
+                fd = os.open(tmp, _O_CREATE, 0o600)
         except OSError as exc:
             raise _with_path(exc, tmp) from exc
         try:
@@ -312,10 +303,10 @@ class FBStore(BlobReader[T]):
         flags = header[5]
         file.write(header)
         mac = None if secret is None else new_mac(secret, header)
-        writer = _GuardedWriter(file, new_checksum(flags, header), mac)
+        writer = ChecksumWriter(file, new_checksum(flags, header), mac)
         try:
             self.codec.dump(value, cast("IO[bytes]", writer))
-        except _IOFailureError as failure:
+        except SinkError as failure:
             raise _with_path(failure.exc, final) from failure.exc
         except Exception as exc:
             raise CodecError(
