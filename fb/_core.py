@@ -2,7 +2,9 @@
 
 `FBPool` (in ``_pool.py``) is the public surface; this base class holds the decisions:
 offering items for eviction, dropping values, installing loaded values, acquiring and
-releasing pins. Write-back (the queue, completion, retries) is in ``_writeback.py``.
+releasing pins. Write-back (the queue, completion, retries) is in ``_writeback.py``, and
+what a caller asks of one item outside a guard (write now, evict, prefetch) in
+``_requests.py``.
 
 I/O never happens under the lock: a step decides under the lock, then the caller (or a
 worker) does the I/O, then another step records the outcome and re-checks what changed
@@ -26,6 +28,7 @@ from uuid import UUID, uuid4
 
 from ._entry import MISSING, Batch, Entry, owner, wait
 from ._lru import COLD, HOT, SegmentTaggingLRU
+from ._requests import Requests
 from ._writeback import RETRY_FIRST_DELAY, WriteBack, _events, _log
 from .exceptions import HandleClosedError
 
@@ -39,9 +42,6 @@ def _event_evict(key: UUID, nbytes: int, dirty: bool) -> None:
         extra={"fb_event": "evict", "fb_key": key.hex, "fb_nbytes": nbytes, "fb_dirty": dirty},
     )
 
-
-EVICT_CANDIDATES = 8
-"""How many least recently used values `evict_lru` tries before it gives up."""
 
 __all__ = ["RETRY_FIRST_DELAY", "PoolCore"]
 
@@ -75,7 +75,7 @@ os.register_at_fork(
 )
 
 
-class PoolCore(WriteBack[T]):
+class PoolCore(Requests[T], WriteBack[T]):
     """State transitions of a pool's items (see the module docstring)."""
 
     sizeof: Callable[[Any], int]
@@ -217,24 +217,6 @@ class PoolCore(WriteBack[T]):
             entry.blob = False
             self.store.release(entry.key)
         entry.key = uuid4()
-
-    def _start_write_now(
-        self, entry: Entry, batch: Batch
-    ) -> tuple[UUID, Any] | Future[None] | None:
-        """Under the lock: None if a blob exists, a waiter if busy, else what to write."""
-        self._check_usable(entry)
-        if entry.blob:
-            # An eviction write this call waited for kept the value for its waiters: now
-            # that it is clean, it can leave memory if it is still past the budget.
-            if entry.segment == COLD:
-                self._offer(entry, batch)
-            return None
-        if entry.writer or entry.writing or entry.loading:
-            self._check_self_wait(entry)
-            return self._waiter(entry)
-        entry.writing = True
-        self._pending_writes += 1
-        return entry.key, entry.value
 
     def _check_self_wait(self, entry: Entry) -> None:
         if entry.writer and entry.writer_owner == owner():
@@ -399,105 +381,6 @@ class PoolCore(WriteBack[T]):
 
                 job.add_done_callback(_unpin)
                 raise
-
-    def _write(self, entry: Entry, key: UUID, value: Any) -> None:
-        """Write ``value`` as blob ``key`` for ``entry`` (blocking); raise what fails."""
-        start = time.perf_counter()
-        try:
-            nbytes = self.store.strategy.store(key, value)
-        except BaseException:
-            self._write_done(entry, key, None, time.perf_counter() - start)
-            raise
-        self._write_done(entry, key, nbytes, time.perf_counter() - start)
-
-    def _write_now(self, entry: Entry) -> None:
-        """Make sure ``entry`` has a blob, writing it in this thread if needed."""
-        while True:
-            batch = Batch()
-            with self._lock:
-                step = self._start_write_now(entry, batch)
-            self._after(batch)
-            if step is None:
-                return
-            if isinstance(step, Future):
-                step.result()
-                continue
-            self._write(entry, *step)
-            return
-
-    def _evict_lru(self) -> int:
-        """Evict the least recently used value that can leave memory; -1 if none can."""
-        with self._lock:
-            candidates: list[Entry] = []
-            for entry in self._lru.oldest_first():
-                # A value being written is a fine candidate: evicting it waits for the write.
-                if entry.value is not MISSING and not (
-                    entry.readers or entry.writer or entry.loading or entry.closed
-                ):
-                    candidates.append(entry)
-                    if len(candidates) == EVICT_CANDIDATES:
-                        break
-        for entry in candidates:
-            size = entry.size
-            try:
-                self._write_now(entry)
-                freed = self._evict_now(entry)
-            except HandleClosedError:
-                continue  # closed meanwhile: its value left memory anyway
-            if freed:
-                return freed
-            if entry.value is MISSING:
-                return size  # the eviction write it waited for dropped it
-        return -1
-
-    def _evict_now(self, entry: Entry) -> int:
-        """Drop ``entry``'s value now if it is clean and unpinned; return the bytes freed."""
-        batch = Batch()
-        with self._lock:
-            self._check_usable(entry)
-            if (
-                entry.value is MISSING
-                or not entry.blob
-                or entry.readers
-                or entry.writer
-                or entry.writing
-                or entry.loading
-            ):
-                return 0
-            size = entry.size
-            self._drop(entry, batch, dirty=False)
-        self._after(batch)
-        return size
-
-    def _backpressure(self) -> Future[None] | None:
-        """Under the lock: a future to wait on while too many bytes wait for write-back."""
-        if self._pending_bytes <= self.max_pending_bytes:
-            return None
-        waiter: Future[None] = Future()
-        self._drain_waiters.append(waiter)
-        self._n["insert_waits"] += 1
-        return waiter
-
-    def _prefetch(self, entry: Entry) -> Future[None] | None:
-        """Start a background load of ``entry`` unless it is resident or being loaded."""
-        with self._lock:
-            if entry.closed or entry.value is not MISSING or entry.loading or entry.writer:
-                return None
-            self.store.check_open()
-            entry.loading = True
-            key = entry.key
-            if entry.segment != HOT:
-                batch = Batch()
-                self._offer_all(self._lru.touch(entry), batch)
-            else:
-                batch = None
-        if batch is not None:
-            self._after(batch)
-        return self.store.submit(self._prefetch_blob, entry, key)
-
-    def _prefetch_blob(self, entry: Entry, key: UUID) -> None:
-        self._load_blob(entry, key, False)
-        self._release(entry, False)
 
     def _hit(self, entry: Entry) -> Any:
         """The hit path: pin and return a resident value in the hot segment, else `MISSING`.
