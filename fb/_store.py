@@ -1,10 +1,15 @@
-"""BackingStore: worker threads, background tasks, blob reference counts, error collection."""
+"""BackingStore: its public surface, blob reference counts, lifecycle and durable locations.
+
+The store's methods live here: submitting tasks, waiting for them (`finished`), closing,
+counting references to each blob and deleting it when the last goes, and tracking, fsyncing
+and deleting persisted blobs. The thread pools behind them, the count of running tasks, the
+collection of background errors and the fork handling are in the `Workers` base class
+(``_workers.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import os
 import threading
 import time
@@ -14,13 +19,14 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
 from uuid import UUID
 
 import attrs
 
 from . import _janitor
 from ._stats import StoreStatistics
+from ._workers import _STORES, _STRIPES, Workers
 from .exceptions import StoreClosedError
 from .typing import Strategy
 
@@ -34,10 +40,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
-_log = logging.getLogger("fb")
-
 DEFAULT_MAX_WORKERS = 4
-_STRIPES = 64
 
 
 @attrs.define(eq=False)
@@ -59,42 +62,8 @@ def _warn_unclosed(shared: _Shared, name: str) -> None:
         )
 
 
-_STORES: weakref.WeakSet[BackingStore[Any]] = weakref.WeakSet()
-
-
-def _before_fork() -> None:
-    # Hold every store's lock across fork() so no child inherits one mid-update.
-    for store in list(_STORES):
-        store._lock.acquire()
-
-
-def _after_fork_in_parent() -> None:
-    for store in list(_STORES):
-        with contextlib.suppress(RuntimeError):
-            store._lock.release()
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_STORES):
-        store._lock = threading.Lock()
-        store._idle = threading.Condition(store._lock)
-        store._tasks = 0  # the parent's tasks do not run in the child
-        store._idle_waiters = []
-        # Blobs referenced at fork time belong to the parent too: the child never deletes
-        # them, whatever its handles do; blobs it writes itself it deletes as usual.
-        store._inherited = frozenset(store._refs)
-        store._after_fork()
-
-
-os.register_at_fork(
-    before=_before_fork,
-    after_in_parent=_after_fork_in_parent,
-    after_in_child=_after_fork_in_child,
-)
-
-
 @attrs.define(eq=False, repr=False, init=False)
-class BackingStore(Generic[T]):
+class BackingStore(Workers, Generic[T]):
     """Runs a `Strategy`'s blocking I/O on worker threads and owns every blob's lifetime.
 
     A store counts references to each blob key; when the last handle referencing a key goes,
@@ -183,35 +152,6 @@ class BackingStore(Generic[T]):
         if self._shared.closed:
             raise StoreClosedError(f"{self!r} is closed")
 
-    def _after_fork(self) -> None:
-        # A child process after fork inherits no threads and possibly held locks.
-        self._pid = os.getpid()
-        self._executor = self._spawner = None
-        self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
-        _janitor.start()
-
-    def _get_executor(self) -> ThreadPoolExecutor:
-        if self._pid != os.getpid():
-            self._after_fork()
-        executor = self._executor
-        if executor is None:
-            executor = self._executor = ThreadPoolExecutor(
-                max_workers=self.max_workers, thread_name_prefix="fb-store"
-            )
-        return executor
-
-    def _get_spawner(self) -> ThreadPoolExecutor:
-        if self._pid != os.getpid():
-            self._after_fork()
-        spawner = self._spawner
-        if spawner is None:
-            # Composite operations (spawn_persist, spawn_write_now) may wait for work that
-            # needs a store worker; they run here so they never occupy one.
-            spawner = self._spawner = ThreadPoolExecutor(
-                max_workers=max(8, 2 * self.max_workers), thread_name_prefix="fb-spawn"
-            )
-        return spawner
-
     def finished(self, timeout: float | None = None) -> None:
         """Wait until every background task has ended, then raise what failed.
 
@@ -250,14 +190,6 @@ class BackingStore(Generic[T]):
                 self._idle_waiters.append(waiter)
             await asyncio.wrap_future(waiter)
         self._raise_errors()
-
-    def _raise_errors(self) -> None:
-        with self._lock:
-            errors, self._errors = self._errors, []
-        if len(errors) == 1:
-            raise errors[0]
-        if errors:
-            raise BaseExceptionGroup(f"{len(errors)} background errors in {self!r}", errors)
 
     def close(self) -> None:
         """Drain background work, delete the blobs still referenced, release the backend.
@@ -347,51 +279,6 @@ class BackingStore(Generic[T]):
     ) -> Future[R]:
         """Run ``fn`` on a worker thread; an exception it raises is collected for `finished`."""
         return self._submit(True, fn, *args, **kwargs)
-
-    def _submit(
-        self, collect: bool, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Future[R]:
-        with self._lock:
-            self.check_open()
-            self._tasks += 1
-        try:
-            return self._get_executor().submit(self._run_task, collect, fn, *args, **kwargs)
-        except BaseException:
-            self._task_done()
-            raise
-
-    def _run_task(
-        self, collect: bool, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except BaseException as exc:
-            if collect:
-                self._collect(exc)
-            raise
-        finally:
-            self._task_done()
-
-    def _task_done(self) -> None:
-        waiters: list[Future[None]] = []
-        with self._lock:
-            self._tasks -= 1
-            if not self._tasks:
-                self._idle.notify_all()
-                waiters, self._idle_waiters = self._idle_waiters, []
-        for waiter in waiters:
-            waiter.set_result(None)
-
-    def _collect(self, exc: BaseException) -> None:
-        """Record a background error and tell ``on_error``; never raises."""
-        with self._lock:
-            self._errors.append(exc)
-        _log.error("fb: background error: %s", exc, exc_info=exc)
-        if self.on_error is not None:
-            try:
-                self.on_error(exc)
-            except Exception:
-                _log.exception("fb: on_error callback failed")
 
     def report(self, exc: BaseException) -> None:
         """Collect ``exc`` as a background error (for `finished` and ``on_error``)."""
