@@ -24,9 +24,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from ._entry import MISSING, Batch, Entry, owner, wait
+from ._keys import new_key
 from ._lru import COLD, HOT, SegmentTaggingLRU
 from ._requests import Requests
 from ._writeback import RETRY_FIRST_DELAY, WriteBack, _events, _log
@@ -216,7 +217,7 @@ class PoolCore(Requests[T], WriteBack[T]):
         if entry.blob:
             entry.blob = False
             self.store.release(entry.key)
-        entry.key = uuid4()
+        entry.key = new_key()
 
     def _check_self_wait(self, entry: Entry) -> None:
         if entry.writer and entry.writer_owner == owner():

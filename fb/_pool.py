@@ -8,21 +8,20 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
-from uuid import UUID, uuid4
+from typing import Any, TypeVar
+from uuid import UUID
 
 import attrs
 
 from ._core import _POOLS, RETRY_FIRST_DELAY, PoolCore
 from ._entry import MISSING, Batch, Entry, wait
+from ._handle import Fb
+from ._keys import new_key
 from ._lru import SegmentTaggingLRU
 from ._persist import TrackedPath, check_tracked, parse_key
 from ._sizeof import default_sizeof
 from ._stats import PoolStatistics
 from ._store import BackingStore
-
-if TYPE_CHECKING:
-    from ._handle import Fb
 
 __all__ = ["FBPool"]
 
@@ -184,11 +183,9 @@ class FBPool(PoolCore[T]):
             await wait(waiter)
 
     def _insert(self, value: T) -> Fb[T]:
-        from ._handle import Fb
-
         self.store.check_open()
         size = self._measure(value)
-        entry = Entry(uuid4(), value, size)
+        entry = Entry(new_key(), value, size)
         batch = Batch()
         with self._lock:
             self._resident_items += 1
@@ -213,8 +210,6 @@ class FBPool(PoolCore[T]):
                 any I/O).
             StoreClosedError: the store was closed.
         """
-        from ._handle import Fb
-
         key = parse_key(key)
         check_tracked(tracked, self.store)
         if not self.store.retain_registered(key, tracked.path):
@@ -316,8 +311,6 @@ class FBPool(PoolCore[T]):
         future completes when all loads ended and holds the first error, if any.
         """
         jobs: list[Future[None]] = []
-        from ._handle import Fb
-
         for handle in handles:
             if not isinstance(handle, Fb):
                 raise TypeError(f"prefetch takes Fb handles, not {handle!r}")

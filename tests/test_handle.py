@@ -279,6 +279,37 @@ def test_garbage_collected_handle_deletes_its_blob(
     assert pool.order() == [second.key]
 
 
+def test_handle_collected_in_a_cycle_deletes_its_blob(
+    store: BackingStore[Any], counting: CountingStore
+) -> None:
+    """A handle that only the cycle collector can free still releases its item and blob."""
+    pool, first, second = stored_pair(store)
+    key = first.key
+    cycle: list[Any] = [first]
+    cycle.append(cycle)
+    ref = weakref.ref(first)
+    del first, cycle
+    gc.collect()
+    assert ref() is None
+    store.finished()
+    assert counting.deleted == [key]
+    assert pool.order() == [second.key]
+
+
+def test_closing_a_handle_forgets_it(store: BackingStore[Any], counting: CountingStore) -> None:
+    """After close, collecting the handle closes nothing twice and keeps nothing alive."""
+    pool, first, second = stored_pair(store)
+    key = first.key
+    first.close()
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None
+    store.finished()
+    assert counting.deleted == [key]
+    assert pool.order() == [second.key]
+
+
 def test_close_during_load_raises_handle_closed(
     store: BackingStore[Any], counting: CountingStore
 ) -> None:
