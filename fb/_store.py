@@ -261,24 +261,17 @@ class BackingStore(Workers, Generic[T]):
         can deadlock the pool); use `spawn` for that. `finished` waits for it, but does not
         collect its error: the future's owner does.
         """
-        return self._submit(False, fn, *args, **kwargs)
+        return self._submit(self._get_executor, False, fn, *args, **kwargs)
 
     def spawn(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Run ``fn``, which may wait for background work, on a thread outside the workers."""
-        with self._lock:
-            self.check_open()
-            self._tasks += 1
-        try:
-            return self._get_spawner().submit(self._run_task, False, fn, *args, **kwargs)
-        except BaseException:
-            self._task_done()
-            raise
+        return self._submit(self._get_spawner, False, fn, *args, **kwargs)
 
     def submit_background(
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> Future[R]:
         """Run ``fn`` on a worker thread; an exception it raises is collected for `finished`."""
-        return self._submit(True, fn, *args, **kwargs)
+        return self._submit(self._get_executor, True, fn, *args, **kwargs)
 
     def report(self, exc: BaseException) -> None:
         """Collect ``exc`` as a background error (for `finished` and ``on_error``)."""

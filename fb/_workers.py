@@ -130,13 +130,23 @@ class Workers:
             raise BaseExceptionGroup(f"{len(errors)} background errors in {self!r}", errors)
 
     def _submit(
-        self, collect: bool, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+        self,
+        pool: Callable[[], ThreadPoolExecutor],
+        collect: bool,
+        fn: Callable[P, R],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> Future[R]:
+        """Run ``fn`` on the thread pool ``pool()`` returns, as a task `finished` waits for.
+
+        ``collect``: an exception ``fn`` raises is also collected for `finished`.
+        """
         with self._lock:
             self.check_open()
             self._tasks += 1
         try:
-            return self._get_executor().submit(self._run_task, collect, fn, *args, **kwargs)
+            return pool().submit(self._run_task, collect, fn, *args, **kwargs)
         except BaseException:
             self._task_done()
             raise
