@@ -207,10 +207,7 @@ class Fb(Generic[T]):
         """Async twin of `write_now`: the write runs on a worker thread."""
         pool, entry = self._pool, self._entry
         while True:
-            batch = Batch()
-            with pool._lock:
-                step = pool._start_write_now(entry, batch)
-            pool._after(batch)
+            step = pool._write_now_turn(entry)
             if step is None:
                 return
             if isinstance(step, Future):
@@ -232,16 +229,9 @@ class Fb(Generic[T]):
             CodecError: the value cannot be encoded (it stays in memory).
             OSError: storage failed (the value stays in memory).
         """
-        entry = self._entry
-        if entry.value is MISSING:
+        if self._entry.value is MISSING:
             return 0
-        size = entry.size
-        self.write_now()
-        freed = self._pool._evict_now(entry)
-        if freed:
-            return freed
-        # An eviction write that write_now waited for may have dropped it already.
-        return size if entry.value is MISSING else 0
+        return self._pool._evict(self._entry)
 
     @property
     def stored_nbytes(self) -> int | None:

@@ -86,13 +86,22 @@ class Requests(Generic[T]):
             raise
         self._write_done(entry, key, nbytes, time.perf_counter() - start)
 
+    def _write_now_turn(self, entry: Entry) -> tuple[UUID, Any] | Future[None] | None:
+        """One turn of the write-now loop shared by `_write_now` and `Fb.awrite_now`.
+
+        Returns None when ``entry`` has a blob, a future to wait for before turning again,
+        or the (key, value) the caller must write (with `_write`).
+        """
+        batch = Batch()
+        with self._lock:
+            step = self._start_write_now(entry, batch)
+        self._after(batch)
+        return step
+
     def _write_now(self, entry: Entry) -> None:
         """Make sure ``entry`` has a blob, writing it in this thread if needed."""
         while True:
-            batch = Batch()
-            with self._lock:
-                step = self._start_write_now(entry, batch)
-            self._after(batch)
+            step = self._write_now_turn(entry)
             if step is None:
                 return
             if isinstance(step, Future):
@@ -114,17 +123,26 @@ class Requests(Generic[T]):
                     if len(candidates) == EVICT_CANDIDATES:
                         break
         for entry in candidates:
-            size = entry.size
             try:
-                self._write_now(entry)
-                freed = self._evict_now(entry)
+                freed = self._evict(entry)
             except HandleClosedError:
                 continue  # closed meanwhile: its value left memory anyway
             if freed:
                 return freed
-            if entry.value is MISSING:
-                return size  # the eviction write it waited for dropped it
         return -1
+
+    def _evict(self, entry: Entry) -> int:
+        """Write ``entry``'s blob if it has none, then drop its value; return the bytes freed.
+
+        0 if the value stays (pinned, or being loaded or written by someone else).
+        """
+        size = entry.size
+        self._write_now(entry)
+        freed = self._evict_now(entry)
+        if freed:
+            return freed
+        # An eviction write that _write_now waited for may have dropped it already.
+        return size if entry.value is MISSING else 0
 
     def _evict_now(self, entry: Entry) -> int:
         """Drop ``entry``'s value now if it is clean and unpinned; return the bytes freed."""
