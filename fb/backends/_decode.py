@@ -79,26 +79,14 @@ class BlobReader(Generic[T]):
         except CorruptBlobError as exc:
             raise CorruptBlobError(str(exc), key=key, path=path) from None
         if header.codec != self.codec.name:
-            raise CodecError(
-                f"blob was written by codec {header.codec!r} and cannot be read by "
-                f"codec {self.codec.name!r}",
-                codec=self.codec.name,
-                key=key,
-                path=path,
-            )
+            raise self._wrong_codec(header.codec, key, path)
         if self._secret is not None:
             if not signed:
-                raise CorruptBlobError(
-                    "blob is not signed and this store requires signed blobs", key=key, path=path
-                )
+                raise self._unsigned(key, path)
             mac = new_mac(self._secret, data[: header.size])
             mac.update(view[header.size : end])
             if not hmac.compare_digest(finish_mac(mac, payload), data[end : end + MAC_SIZE]):
-                raise CorruptBlobError(
-                    "signature mismatch: the blob was altered, or written without this store's key",
-                    key=key,
-                    path=path,
-                )
+                raise self._bad_signature(key, path)
         return self._decode_payload(key, view[header.size : end], path)
 
     def _decode_payload(self, key: UUID, body: memoryview, path: str) -> T:
@@ -123,18 +111,10 @@ class BlobReader(Generic[T]):
             raise CorruptBlobError(str(exc), key=key, path=path) from exc
         if header.codec != self.codec.name:
             self._check_intact(key, file, header, size, path)
-            raise CodecError(
-                f"blob was written by codec {header.codec!r} and cannot be read by "
-                f"codec {self.codec.name!r}",
-                codec=self.codec.name,
-                key=key,
-                path=path,
-            )
+            raise self._wrong_codec(header.codec, key, path)
         signed = bool(header.flags & FLAG_SIGNED)
         if self._secret is not None and not signed:
-            raise CorruptBlobError(
-                "blob is not signed and this store requires signed blobs", key=key, path=path
-            )
+            raise self._unsigned(key, path)
         trailer_size = header.trailer_size
         payload = header.payload_length(size)
         if payload < 0:
@@ -170,6 +150,29 @@ class BlobReader(Generic[T]):
         if left:
             raise self._stopped_early(left, key, path)
         return value
+
+    def _wrong_codec(self, written_by: str, key: UUID, path: str) -> CodecError:
+        return CodecError(
+            f"blob was written by codec {written_by!r} and cannot be read by "
+            f"codec {self.codec.name!r}",
+            codec=self.codec.name,
+            key=key,
+            path=path,
+        )
+
+    @staticmethod
+    def _unsigned(key: UUID, path: str) -> CorruptBlobError:
+        return CorruptBlobError(
+            "blob is not signed and this store requires signed blobs", key=key, path=path
+        )
+
+    @staticmethod
+    def _bad_signature(key: UUID, path: str) -> CorruptBlobError:
+        return CorruptBlobError(
+            "signature mismatch: the blob was altered, or written without this store's key",
+            key=key,
+            path=path,
+        )
 
     def _codec_failed(self, exc: Exception, key: UUID, path: str) -> CodecError:
         return CodecError(
@@ -222,8 +225,4 @@ class BlobReader(Generic[T]):
             left -= len(chunk)
         stored = file.read(MAC_SIZE)
         if left or not hmac.compare_digest(finish_mac(mac, payload), stored):
-            raise CorruptBlobError(
-                "signature mismatch: the blob was altered, or written without this store's key",
-                key=key,
-                path=path,
-            )
+            raise self._bad_signature(key, path)
