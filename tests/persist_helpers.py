@@ -110,25 +110,25 @@ def open_store(cache: Path) -> Iterator[tuple[BackingStore[Any], PersistCounting
 
 
 @contextlib.contextmanager
-def persist_gate(counting: PersistCounting) -> Iterator[threading.Event]:
+def _gate(counting: PersistCounting, name: str) -> Iterator[threading.Event]:
+    """Hold every call of ``counting`` that passes gate ``name`` until the event is set."""
+    gate = threading.Event()
+    setattr(counting, name, gate)
+    try:
+        yield gate
+    finally:
+        gate.set()
+        setattr(counting, name, None)
+
+
+def persist_gate(counting: PersistCounting) -> contextlib.AbstractContextManager[threading.Event]:
     """Hold every `persist` of ``counting`` at its gate until the event is set (or the end)."""
-    gate = counting.persist_gate = threading.Event()
-    try:
-        yield gate
-    finally:
-        gate.set()
-        counting.persist_gate = None
+    return _gate(counting, "persist_gate")
 
 
-@contextlib.contextmanager
-def store_gate(counting: PersistCounting) -> Iterator[threading.Event]:
+def store_gate(counting: PersistCounting) -> contextlib.AbstractContextManager[threading.Event]:
     """Hold every blob write of ``counting`` at its gate until the event is set (or the end)."""
-    gate = counting.store_gate = threading.Event()
-    try:
-        yield gate
-    finally:
-        gate.set()
-        counting.store_gate = None
+    return _gate(counting, "store_gate")
 
 
 def blob(location: Path, key: UUID) -> Path:
