@@ -143,7 +143,7 @@ def open_location(url: str, pairs: Sequence[str], endpoint_url: str | None) -> P
     """Return the location ``url`` with the storage options of the command line."""
     options = storage_options(url, pairs, endpoint_url)
     try:
-        return PreparedPath(url, **options)
+        return PreparedPath(url, storage_options=options)
     except (TypeError, ValueError, ImportError) as exc:
         shown = _USERINFO.sub(r"\1***@", url)  # a password in the URL is not echoed
         raise click.UsageError(f"cannot open {shown}: {exc}") from exc

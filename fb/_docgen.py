@@ -54,7 +54,8 @@ and the progress bar go to standard error.
 
 ## Storage options and credentials
 
-Storage options reach fsspec as they would through `fb.backends.PreparedPath(url, **options)`:
+Storage options reach fsspec as they would through
+`fb.backends.PreparedPath(url, storage_options=...)`:
 
 - `FB_STORAGE_OPTIONS`, an environment variable holding a JSON object, is read first;
 - each `--storage-option KEY=VALUE` is merged over it: `VALUE` is parsed as JSON when it can

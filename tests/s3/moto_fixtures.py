@@ -92,7 +92,7 @@ class S3Bucket:
 
     def location(self, *parts: str) -> PreparedPath:
         """Return a `PreparedPath` for ``url(*parts)`` with the storage options."""
-        return PreparedPath(self.url(*parts), **self.options)
+        return PreparedPath(self.url(*parts), storage_options=self.options)
 
     def names(self, prefix: str = "") -> list[str]:
         """Return the names of every object in the bucket under ``prefix``, sorted."""

@@ -128,8 +128,12 @@ def test_failed_streamed_persist_leaves_no_partial_blob(s3: S3Bucket) -> None:
     """A copy between two S3 clients whose source vanishes midway leaves nothing at the target."""
     # Small read blocks make the source read in several ranged GETs; other credentials make
     # the durable filesystem a different one, so fb streams instead of copying server-side.
-    cache = PreparedPath(s3.url("cache"), default_block_size=5 * 2**20, **s3.options)
-    durable = PreparedPath(s3.url("durable"), **{**s3.options, "key": "another-account"})
+    cache = PreparedPath(
+        s3.url("cache"), storage_options={**s3.options, "default_block_size": 5 * 2**20}
+    )
+    durable = PreparedPath(
+        s3.url("durable"), storage_options={**s3.options, "key": "another-account"}
+    )
     backend: FBStore[bytes] = FBStore("pickle", cache)
     vanished: list[str] = []
     with BackingStore(backend) as store:
