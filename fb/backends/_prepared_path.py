@@ -262,6 +262,10 @@ def location_like(
         return location
     # Only the protocol is compared: another bucket of one object store is the same
     # filesystem, reached with the same client.
-    if like is not None and get_protocol(os.fspath(location)) in _protocols(like.fs):
+    if (
+        like is not None
+        and isinstance(location, str | os.PathLike)  # else PreparedPath names the culprit
+        and get_protocol(os.fspath(location)) in _protocols(like.fs)
+    ):
         return PreparedPath(location, fs=like.fs)
     return PreparedPath(location)

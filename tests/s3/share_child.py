@@ -19,7 +19,6 @@ import sys
 from typing import Any
 
 import fb
-from fb.backends import PreparedPath
 
 SIZE = 300_000
 
@@ -45,9 +44,7 @@ def write(bucket: str, count: int, seed: int) -> None:
     """Insert ``count`` payloads into a pool that keeps one resident, persist them all."""
     options = storage_options()
     with fb.open_pool(f"s3://{bucket}/spill", max_items=1, storage_options=options) as pool:
-        tracked = pool.store.track_path(
-            PreparedPath(f"s3://{bucket}/durable", storage_options=options)
-        )
+        tracked = pool.store.track_path(f"s3://{bucket}/durable")  # the pool's options
         handles = [pool.insert(payload(seed, index)) for index in range(count)]
         keys = [handle.persist(tracked) for handle in handles]
         pool.store.fsync(tracked)
@@ -59,9 +56,7 @@ def read(bucket: str, keys: list[str]) -> None:
     """Register every key from the shared location and print the digest of what loads."""
     options = storage_options()
     with fb.open_pool(f"s3://{bucket}/spill", max_items=1, storage_options=options) as pool:
-        tracked = pool.store.track_path(
-            PreparedPath(f"s3://{bucket}/durable", storage_options=options)
-        )
+        tracked = pool.store.track_path(f"s3://{bucket}/durable")  # the pool's options
         for key in keys:
             handle = pool.register(tracked, key)
             if handle is None:
