@@ -47,10 +47,10 @@ def unknown_keywords_error(where: str, unknown: Iterable[str], known: Iterable[s
         hints.append(f"fsspec storage options go in one mapping: storage_options={{{mapping}}}")
     elif options:
         hints.append(f"it takes {', '.join(known)}")
-    plural = "s" if len(names) > 1 else ""
     listed = ", ".join(repr(name) for name in names)
+    what = "unexpected keyword arguments" if len(names) > 1 else "an unexpected keyword argument"
     hint = "; ".join(hints)
-    return TypeError(f"{where} got unexpected keyword argument{plural} {listed}; {hint}")
+    return TypeError(f"{where} got {what} {listed}; {hint}")
 
 
 def _close_match(name: str, known: list[str]) -> str | None:
@@ -68,14 +68,16 @@ def check_keywords(func: Callable[P, R]) -> Callable[P, R]:
     signature = inspect.signature(func)
     parameters = signature.parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        raise TypeError(f"{func.__qualname__} takes **kwargs: every keyword is known to it")
+        raise TypeError(f"cannot check the keywords of {func.__qualname__}: it takes **kwargs")
     known = frozenset(
         p.name
         for p in parameters
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and p.name != "self"
     )
+    # How the user wrote the call: ``open_pool()``, or ``PreparedPath()`` for a constructor.
     owner, _, name = func.__qualname__.rpartition(".")
-    where = f"{owner}()" if name == "__init__" else f"{func.__qualname__}()"
+    where = f"{owner.rpartition('.')[2]}()" if name == "__init__" else f"{func.__name__}()"
 
     @functools.wraps(func)
     def checked(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -19,6 +19,7 @@ from distributed.utils import has_arg
 from fsspec.implementations.local import LocalFileSystem
 
 import fb
+from fb._keywords import check_keywords
 from fb.backends import FBStore, PreparedPath, fbstore_backend, open_backend
 from fb.integrations.dask import FbSpillBuffer
 
@@ -100,6 +101,8 @@ def test_prepared_path_takes_storage_options_in_a_mapping(tmp_path: Path) -> Non
     assert positional.fs is location.fs
     with pytest.raises(TypeError, match=r"PreparedPath\(\).*storage_options=\{'auto_mkdir'"):
         PreparedPath(tmp_path / "x", auto_mkdir=True)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="names are strings, not 1"):
+        PreparedPath(tmp_path / "x", storage_options={1: True})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="either fs= or storage_options"):
         PreparedPath(tmp_path / "x", storage_options={"auto_mkdir": True}, fs=location.fs)
 
@@ -150,6 +153,24 @@ def test_a_mistyped_keyword_of_the_dask_buffer_says_what_was_meant(
     with pytest.raises(TypeError, match=r"FbSpillBuffer\(\).*did you mean 'max_bytes'\?"):
         make(str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checked_callable_without_storage_options_lists_what_it_takes() -> None:
+    """Where no storage options are taken, an unknown keyword lists the keywords that are."""
+
+    class Thing:
+        @check_keywords
+        def __init__(self, size: int = 0, *, name: str = "") -> None:
+            self.size = size
+
+    with pytest.raises(
+        TypeError,
+        match=r"^Thing\(\) got an unexpected keyword argument 'colour'; it takes name, size$",
+    ):
+        Thing(colour="red")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"did you mean 'size'\?"):
+        Thing(sizes=3)  # type: ignore[call-arg]
+    assert Thing(size=3).size == 3
 
 
 def test_checked_entry_points_keep_their_signature_for_introspection() -> None:
