@@ -38,6 +38,8 @@ from ._cli_ops import (
 from ._inspect import BlobInfo
 from ._persist import parse_key
 from .backends import PreparedPath
+from .backends._fbstore import LOCK_NAME
+from .backends._locations import MARKER_NAME
 from .exceptions import InvalidKeyError
 
 __all__ = ["COMMANDS"]
@@ -277,8 +279,8 @@ def _check_fb_location(listing: _inspect.Listing) -> None:
         else ""
     )
     raise CannotRunError(
-        f"{listing.url} is not an fb location: no blob, no cache lock file and no persist "
-        f"marker{sessions} (check the URL, or pass --allow-empty)"
+        f"{listing.url} is not an fb location: no blob, no cache lock file ({LOCK_NAME}) and "
+        f"no persist marker ({MARKER_NAME}){sessions}; check the URL, or pass --allow-empty"
     )
 
 

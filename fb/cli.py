@@ -105,8 +105,8 @@ def _demo_codec(ctx: click.Context, param: click.Parameter, spec: str) -> Codec[
         why = ": it gives back another value"
     if not same:
         raise click.BadParameter(
-            f"codec {spec!r} cannot store the demo's values, which are bytes objects{why} "
-            "(pickle, msgpack, and zstd: or lz4: in front of either, can)",
+            f"codec {spec!r} cannot store the demo's values, which are bytes objects{why}; "
+            "try pickle, msgpack, zstd:pickle or lz4:msgpack",
             ctx,
             param,
         )

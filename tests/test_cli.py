@@ -198,6 +198,9 @@ def test_ls_and_verify_on_s3(s3: S3Bucket) -> None:
     assert all(blob["age_seconds"] is not None for blob in listed["blobs"])
     env = {"FB_STORAGE_OPTIONS": json.dumps({**s3.options, "secret": SENTINEL})}
     assert fb_json("verify", url, env=env)["checked"] == 3
+    nothing = fb("verify", s3.url("nothing-here"), env=env)
+    assert nothing.returncode == 2, nothing.stderr
+    assert "not an fb location" in nothing.stderr
 
     name = f"spill/{keys[0].hex[:2]}/{keys[0].hex}"
     data = bytearray(s3.get(name))

@@ -132,6 +132,17 @@ def test_verify_refuses_a_directory_that_is_not_an_fb_location(
     assert fb("verify", str(cache.parent), "--json").returncode == 2
 
 
+def test_verify_names_the_open_pool_sessions_of_a_bucket_root(tmp_path: Path) -> None:
+    """Above open_pool's session prefixes, the error names them: each is a location to verify."""
+    session = f"fb-{'ab' * 16}"
+    (tmp_path / session / "ab").mkdir(parents=True)
+    (tmp_path / session / "ab" / ("ab" * 16)).write_bytes(b"a blob, as far as names go")
+    done = fb("verify", str(tmp_path))
+    assert done.returncode == 2
+    assert "open_pool session prefix" in done.stderr
+    assert session in done.stderr
+
+
 def test_verify_allow_empty_accepts_an_empty_directory(tmp_path: Path) -> None:
     """--allow-empty turns a location with nothing of fb's into an empty, sound one."""
     report = fb_json("verify", str(tmp_path), "--allow-empty")
