@@ -32,6 +32,7 @@ CASES: dict[str, tuple[list[str], int, str]] = {
     "inspect key at missing": (["inspect", "{missing}", KEY], 2, "does not exist"),
     "inspect key at file": (["inspect", "{file}", KEY], 2, "not a directory"),
     "inspect bad key": (["inspect", "{dir}", "not-a-key"], 2, "KEY"),
+    "inspect key not there": (["inspect", "{dir}", KEY], 1, "no blob"),
     "inspect unset secret": (
         ["inspect", "{dir}", KEY, "--secret-key-env", "FB_TEST_UNSET"],
         2,
@@ -61,7 +62,12 @@ CASES: dict[str, tuple[list[str], int, str]] = {
     "demo dir is a file": (["demo", "--dir", "{file}"], 2, "--dir"),
     "demo cache is a file": (["demo", "--dir", "{blocked}", "--quiet"], 2, "cache"),
     "demo bad budget": (["demo", "--budget", "2"], 2, "--budget"),
+    "demo no data": (["demo", "--total-mib", "0"], 2, "--total-mib"),
+    "demo no workers": (["demo", "--workers", "0"], 2, "--workers"),
+    "ls too many jobs": (["ls", "{dir}", "--jobs", "999"], 2, "--jobs"),
+    "ls bad storage option": (["ls", "{dir}", "--storage-option", "no-equals"], 2, "KEY=VALUE"),
     "bench bad workload": (["bench", "--workload", "x"], 2, "--workload"),
+    "bench no runs": (["bench", "--runs", "0"], 2, "--runs"),
     "bench plot in a missing directory": (
         ["bench", "--quick", "--plot", "{missing}/plot.png"],
         2,
