@@ -7,8 +7,9 @@ location that others can write never unpickles anything. Every record is frozen.
 A location holds three kinds of names fb owns, in the layout `fb.backends.FBStore` writes:
 blobs ``xx/<32 hex>`` (``xx`` the key's first two digits), temporary files
 ``xx/.<32 hex>.<hex>.tmp`` of writes in progress (or of writers that crashed), and at the top
-either a cache directory's lock file or a persist location's marker. Every other name is
-foreign: it is reported, and nothing here ever deletes it.
+either a cache directory's lock file, the leases of a store on a non-local filesystem
+(``.fb-lease.<16 hex>``, see `fb.backends._lease`), or a persist location's marker. Every
+other name is foreign: it is reported, and nothing here ever deletes it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from ._blob import (
 )
 from ._persist import parse_key
 from .backends._fbstore import _BLOB_NAME, _TEMP_NAME, LOCK_NAME
+from .backends._lease import LEASE_NAME
 from .backends._locations import MARKER_NAME, MARKER_TEXT, remote_errors
 from .backends._prepared_path import SHARDS, PreparedPath
 from .exceptions import CorruptBlobError
@@ -109,6 +111,8 @@ class Listing:
         foreign: every name fb does not own (never touched).
         lock_file: whether the cache directory's lock file is there.
         marker: whether the persist marker fb writes is there.
+        leases: the leases of stores using the location (not on local disk, where the
+            lock file serves).
     """
 
     url: str
@@ -118,11 +122,12 @@ class Listing:
     foreign: tuple[StoredFile, ...]
     lock_file: bool
     marker: bool
+    leases: tuple[StoredFile, ...] = ()
 
     @property
     def kind(self) -> Kind:
-        """``cache`` (a lock file), ``persist`` (fb's marker) or ``unknown``."""
-        if self.lock_file:
+        """``cache`` (a lock file or leases), ``persist`` (fb's marker) or ``unknown``."""
+        if self.lock_file or (self.leases and not (self.local or self.marker)):
             return "cache"
         return "persist" if self.marker else "unknown"
 
@@ -228,11 +233,13 @@ def _walk_local(root: str) -> Iterator[tuple[str, str, os.stat_result]]:
 
 
 def _classify(rel: str, *, regular: bool) -> str:
-    """Return ``blob``, ``temp``, ``lock``, ``marker`` or ``foreign`` for a relative name."""
+    """Return ``blob``, ``temp``, ``lock``, ``lease``, ``marker`` or ``foreign`` for a name."""
     if not regular:
         return "foreign"  # fb never writes links or special files
     shard, sep, base = rel.partition("/")
     if not sep:
+        if LEASE_NAME.match(rel):
+            return "lease"
         return {LOCK_NAME: "lock", MARKER_NAME: "marker"}.get(rel, "foreign")
     if shard not in SHARDS or "/" in base:
         return "foreign"
@@ -299,6 +306,7 @@ def list_location(location: PreparedPath) -> Listing:
         foreign=tuple(sorted(groups["foreign"], key=lambda file: file.name)),
         lock_file="lock" in groups,
         marker=marker,
+        leases=tuple(groups.get("lease", ())),
     )
 
 
