@@ -66,7 +66,8 @@ __all__ = [
 Kind = Literal["cache", "persist", "unknown"]
 
 _HEADER_MAX = _HEAD.size + MAX_CODEC_NAME
-_SESSION = re.compile(r"^fb-[0-9a-f]{32}$")
+_SESSION = re.compile(r"^fb-(?:dask-)?[0-9a-f]{32}$")
+"""A session prefix of `fb.open_pool` or, on an object store, of the Dask buffer."""
 _CHUNK = 1 << 20
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -140,7 +141,8 @@ class Listing:
     def sessions(self) -> tuple[str, ...]:
         """Prefixes ``fb-<32 hex>`` below the root, each a location of its own.
 
-        `fb.open_pool` makes one per pool on an object store; their names count as foreign.
+        `fb.open_pool` makes one per pool on an object store (the Dask buffer's are
+        ``fb-dask-<32 hex>``); their names count as foreign.
         """
         tops = {file.name.partition("/")[0] for file in self.foreign if "/" in file.name}
         return tuple(sorted(top for top in tops if _SESSION.match(top)))

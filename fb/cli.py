@@ -36,6 +36,7 @@ from ._handle import Fb
 from ._pool import FBPool
 from ._store import BackingStore
 from .backends import FBStore, PreparedPath
+from .backends._lease import DEFAULT_INTERVAL, GRACE_INTERVALS
 from .codecs import get_codec
 
 __all__ = ["main"]
@@ -268,7 +269,8 @@ def demo(
     default=None,
     metavar="SECONDS",
     help="Off local disk, a store is dead once its lease (or, without one, its newest "
-    "file) is this old.  [default: 3 refresh intervals of its lease, 180 s without one]",
+    f"file) is this old.  [default: {GRACE_INTERVALS} refresh intervals of its lease, "
+    f"{GRACE_INTERVALS * DEFAULT_INTERVAL:g} s without one]",
 )
 @click.option("--yes", is_flag=True, help="Delete (the default is a dry run).")
 def gc_command(
@@ -287,11 +289,11 @@ def gc_command(
     (what the next store to open it would sweep). The lock is held while gc works, so no
     store can open the directory meanwhile. If a live store holds it, nothing is touched.
 
-    Off local disk (S3, memory://...), where no lock can tell, a store's prefix holds its
-    lease, which the live store refreshes (every 60 s); so does each open_pool session
-    prefix fb-<32 hex> below an open_pool URL. The files of a store whose lease is older
-    than --grace (or that has none, and no file younger than --grace) are deleted, its
-    lease last. A store with a fresh lease is never touched.
+    Off local disk (S3, memory://...), where no lock can tell, a store keeps a lease at its
+    prefix, refreshed while it lives; URL may be a store's prefix, or an open_pool URL
+    whose session prefixes fb-<32 hex> are judged one by one. The files of a store whose
+    lease is older than --grace (or that has none and no file younger than --grace) are
+    deleted, its lease last. A store with a fresh lease is never touched.
 
     In a persist location: temporary files older than --min-age, and with --manifest the
     blobs whose keys it does not list (none if it lists none of them: a wrong manifest is

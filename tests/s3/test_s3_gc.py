@@ -39,7 +39,9 @@ def plan_at(location: PreparedPath, now: float, grace: float | None = None) -> _
     """List ``location`` and plan its gc as ``fb gc`` would at time ``now``."""
     listing = _inspect.list_location(location)
     sessions = _gc.find_sessions(location, listing, now=now, grace=grace)
-    return _gc.plan_gc(listing, locked=None, manifest=None, min_age=3600, now=now, sessions=sessions)
+    return _gc.plan_gc(
+        listing, locked=None, manifest=None, min_age=3600, now=now, sessions=sessions
+    )
 
 
 def store_blobs(store: FBStore[Any], count: int) -> list[uuid.UUID]:
@@ -146,13 +148,15 @@ def test_gc_leaves_a_live_session_alone(s3: S3Bucket) -> None:
             assert found.name == ("" if location is root else session)
             assert found.liveness.alive
             assert len(found.blobs) == 3
-            assert found.holder is not None and found.holder.pid == os.getpid()
+            assert found.holder is not None
+            assert found.holder.pid == os.getpid()
         assert [handle.load().value for handle in handles] == ["value 0", "value 1", "value 2"]
 
 
-def test_gc_deletes_an_abandoned_session_after_the_grace(s3: S3Bucket) -> None:
+@pytest.mark.parametrize("form", ["fb-", "fb-dask-"])
+def test_gc_deletes_an_abandoned_session_after_the_grace(s3: S3Bucket, form: str) -> None:
     """A store abandoned unclosed stays alive for the grace, then a dry run lists its files."""
-    prefix = f"spill/fb-{uuid.uuid4().hex}"
+    prefix = f"spill/{form}{uuid.uuid4().hex}"
     store: FBStore[Any] = FBStore("pickle", s3.location(prefix))
     try:
         keys = store_blobs(store, 3)
