@@ -291,9 +291,10 @@ def gc_command(
 
     Off local disk (S3, memory://...), where no lock can tell, a store keeps a lease at its
     prefix, refreshed while it lives; URL may be a store's prefix, or an open_pool URL
-    whose session prefixes fb-<32 hex> are judged one by one. The files of a store whose
-    lease is older than --grace (or that has none and no file younger than --grace) are
-    deleted, its lease last. A store with a fresh lease is never touched.
+    whose session prefixes (fb-<32 hex>, fb-dask-<32 hex>) are judged one by one. The
+    files of a store whose lease is older than --grace (or that has none and no file
+    younger than --grace) are deleted, its lease last. A store with a fresh lease is never
+    touched.
 
     In a persist location: temporary files older than --min-age, and with --manifest the
     blobs whose keys it does not list (none if it lists none of them: a wrong manifest is
