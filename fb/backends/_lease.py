@@ -273,6 +273,14 @@ class Liveness:
     holder: LeaseRecord | None = None
 
 
+def _span(seconds: float) -> str:
+    """Return a duration as ``42 s``, ``17 min``, ``5 h`` or ``3 d``."""
+    for limit, unit, size in ((120, "s", 1), (7200, "min", 60), (172800, "h", 3600)):
+        if abs(seconds) < limit:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds / 86400:.0f} d"
+
+
 def judge(
     leases: Sequence[tuple[LeaseRecord | None, float | None]],
     newest_file: float | None,
@@ -321,13 +329,13 @@ def judge(
     age = now - last
     alive = age <= grace
     if leases:
-        what = f"{who}: last sign of life {age:.0f} s ago"
+        what = f"{who}: last sign of life {_span(age)} ago"
     else:
-        what = f"{who}; newest file written {age:.0f} s ago"
+        what = f"{who}; newest file written {_span(age)} ago"
     verdict = "within" if alive else "past"
     return Liveness(
         alive=alive,
-        reason=f"{what}, {verdict} the grace of {grace:.0f} s",
+        reason=f"{what}, {verdict} the grace of {_span(grace)}",
         last_seen=last,
         grace=grace,
         holder=holder,
