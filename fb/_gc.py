@@ -20,7 +20,7 @@ import attrs
 
 from ._inspect import _SESSION, Kind, Listing, StoredFile, _classify
 from ._persist import parse_key
-from .backends._lease import LeaseRecord, Liveness, judge, read_lease
+from .backends._lease import LEASE_NAME, LeaseRecord, Liveness, judge, read_lease
 from .backends._locations import remote_errors
 from .backends._prepared_path import PreparedPath
 
@@ -316,15 +316,23 @@ def delete_files(location: PreparedPath, files: Iterable[StoredFile]) -> list[tu
     """Delete ``files`` (blobs, temporary files, leases); return (name, error) of failures.
 
     A file already gone counts as deleted. A name fb does not own is refused, whatever the
-    caller passed. Names in a session prefix (``fb-<32 hex>/…``) are judged within it.
+    caller passed. Names in a session prefix (``fb-<32 hex>/…``) are judged within it. On
+    an object store, blobs go by bulk requests (a thousand keys each, on S3), then the
+    leases one by one.
     """
     failures: list[tuple[str, str]] = []
+    owned: list[StoredFile] = []
     for file in files:
         top, sep, rest = file.name.partition("/")
         name = rest if sep and _SESSION.match(top) else file.name
         if _classify(name, regular=True) not in ("blob", "temp", "lease"):
             failures.append((file.name, "not a name fb owns; refused"))
-            continue
+        else:
+            owned.append(file)
+    if location.is_object_store:
+        leases = [file for file in owned if LEASE_NAME.match(file.name.rpartition("/")[2])]
+        owned = _delete_bulk(location, [file for file in owned if file not in leases]) + leases
+    for file in owned:
         try:
             if location.is_local:
                 with contextlib.suppress(FileNotFoundError):
@@ -336,3 +344,26 @@ def delete_files(location: PreparedPath, files: Iterable[StoredFile]) -> list[tu
         except OSError as exc:
             failures.append((file.name, str(exc)))
     return failures
+
+
+def _delete_bulk(location: PreparedPath, files: list[StoredFile]) -> list[StoredFile]:
+    """Delete ``files`` from an object store in bulk; return those still to delete one by one.
+
+    One request per thousand keys instead of one per key: a dead session may hold many
+    thousands of blobs. S3 answers a bulk delete key by key and s3fs drops the failures, so
+    what is left is found by listing the sessions again, and goes one by one (which reports
+    its error); so does everything if the bulk request fails.
+    """
+    paths = {file.path for file in files}
+    if not paths or any(char in path for path in paths for char in "*?["):
+        return files  # fsspec would expand a glob character in a path: never in bulk
+    fs = location.fs
+    try:
+        with remote_errors(location.url):
+            fs.rm(sorted(paths))
+            # A path is ``<session root>/xx/<key>``: list each session root once.
+            roots = {path.rsplit("/", 2)[0] for path in paths}
+            left = {found for root in roots for found in fs.find(root)} & paths
+    except OSError:
+        return files
+    return [file for file in files if file.path in left]

@@ -24,6 +24,7 @@ from fb.backends._lease import DEFAULT_INTERVAL, GRACE_INTERVALS, LeaseKeeper, L
 from tests.cli_helpers import fb as run_fb
 from tests.conftest import TIMEOUT
 from tests.s3.moto_fixtures import S3Bucket
+from tests.s3.s3_helpers import S3Calls
 
 GRACE = GRACE_INTERVALS * DEFAULT_INTERVAL
 LATER = GRACE + 60.0
@@ -176,6 +177,26 @@ def test_gc_deletes_an_abandoned_session_after_the_grace(s3: S3Bucket, form: str
         assert len(s3.names(prefix)) == 5  # a plan deletes nothing
         assert _gc.delete_files(s3.location("spill"), [i.file for i in plan.delete]) == []
         assert s3.names("spill/") == [f"{prefix}/notes.txt"]
+    finally:
+        store.close()
+
+
+def test_a_dead_session_goes_in_bulk_requests(s3: S3Bucket) -> None:
+    """Blobs of a dead session are deleted by one DeleteObjects, then the lease alone."""
+    prefix = f"spill/fb-{uuid.uuid4().hex}"
+    store: FBStore[Any] = FBStore("pickle", s3.location(prefix))
+    try:
+        store_blobs(store, 40)
+        spill = s3.location("spill")
+        plan = plan_at(spill, now=time.time() + LATER)
+        assert len(plan.delete) == 41
+        calls = S3Calls()
+        calls.watch(spill)
+        assert _gc.delete_files(spill, [item.file for item in plan.delete]) == []
+        deletes = [(name, key) for name, key in calls.calls if name.startswith("Delete")]
+        assert [name for name, _ in deletes] == ["DeleteObjects", "DeleteObject"]
+        assert "/.fb-lease." in deletes[1][1]
+        assert s3.names() == []
     finally:
         store.close()
 
