@@ -389,7 +389,8 @@ def _gc_report(
     if plan.kept_blobs:
         click.echo(f"kept {len(plan.kept_blobs)} blob(s)")
     if plan.kept_recent:
-        why = "of a live store" if plan.sessions else "younger than --min-age"
+        live = any(not session.name for session in plan.sessions)
+        why = "of a live store" if live else "younger than --min-age"
         click.echo(f"kept {len(plan.kept_recent)} temporary file(s) {why}")
     if plan.refused:
         click.echo(f"REFUSED: {plan.refused}")
