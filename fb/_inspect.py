@@ -8,8 +8,9 @@ checks live in ``_inspect_blobs.py``, the clean-up plans in ``_gc.py``.
 A location holds three kinds of names fb owns, in the layout `fb.backends.FBStore` writes:
 blobs ``xx/<32 hex>`` (``xx`` the key's first two digits), temporary files
 ``xx/.<32 hex>.<hex>.tmp`` of writes in progress (or of writers that crashed), and at the top
-either a cache directory's lock file or a persist location's marker. Every other name is
-foreign: it is reported, and nothing here ever deletes it.
+either a cache directory's lock file, the leases of a store on a non-local filesystem
+(``.fb-lease.<16 hex>``, see `fb.backends._lease`), or a persist location's marker. Every
+other name is foreign: it is reported, and nothing here ever deletes it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import attrs
 from ._inspect_blobs import BlobInfo, Usage, check_blob, read_blob_header, usage
 from ._persist import parse_key
 from .backends._fbstore import _BLOB_NAME, _TEMP_NAME, LOCK_NAME
+from .backends._lease import LEASE_NAME
 from .backends._locations import MARKER_NAME, MARKER_TEXT, remote_errors
 from .backends._prepared_path import SHARDS, PreparedPath
 
@@ -49,7 +51,8 @@ __all__ = [
 
 Kind = Literal["cache", "persist", "unknown"]
 
-_SESSION = re.compile(r"^fb-[0-9a-f]{32}$")
+_SESSION = re.compile(r"^fb-(?:dask-)?[0-9a-f]{32}$")
+"""A session prefix of `fb.open_pool` or, on an object store, of the Dask buffer."""
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
@@ -93,6 +96,8 @@ class Listing:
         foreign: every name fb does not own (never touched).
         lock_file: whether the cache directory's lock file is there.
         marker: whether the persist marker fb writes is there.
+        leases: the leases of stores using the location (not on local disk, where the
+            lock file serves).
     """
 
     url: str
@@ -102,11 +107,12 @@ class Listing:
     foreign: tuple[StoredFile, ...]
     lock_file: bool
     marker: bool
+    leases: tuple[StoredFile, ...] = ()
 
     @property
     def kind(self) -> Kind:
-        """``cache`` (a lock file), ``persist`` (fb's marker) or ``unknown``."""
-        if self.lock_file:
+        """``cache`` (a lock file or leases), ``persist`` (fb's marker) or ``unknown``."""
+        if self.lock_file or (self.leases and not (self.local or self.marker)):
             return "cache"
         return "persist" if self.marker else "unknown"
 
@@ -119,7 +125,8 @@ class Listing:
     def sessions(self) -> tuple[str, ...]:
         """Prefixes ``fb-<32 hex>`` below the root, each a location of its own.
 
-        `fb.open_pool` makes one per pool on an object store; their names count as foreign.
+        `fb.open_pool` makes one per pool on an object store (the Dask buffer's are
+        ``fb-dask-<32 hex>``); their names count as foreign.
         """
         tops = {file.name.partition("/")[0] for file in self.foreign if "/" in file.name}
         return tuple(sorted(top for top in tops if _SESSION.match(top)))
@@ -162,11 +169,13 @@ def _walk_local(root: str) -> Iterator[tuple[str, str, os.stat_result]]:
 
 
 def _classify(rel: str, *, regular: bool) -> str:
-    """Return ``blob``, ``temp``, ``lock``, ``marker`` or ``foreign`` for a relative name."""
+    """Return ``blob``, ``temp``, ``lock``, ``lease``, ``marker`` or ``foreign`` for a name."""
     if not regular:
         return "foreign"  # fb never writes links or special files
     shard, sep, base = rel.partition("/")
     if not sep:
+        if LEASE_NAME.match(rel):
+            return "lease"
         return {LOCK_NAME: "lock", MARKER_NAME: "marker"}.get(rel, "foreign")
     if shard not in SHARDS or "/" in base:
         return "foreign"
@@ -244,6 +253,7 @@ def list_location(location: PreparedPath) -> Listing:
         foreign=tuple(sorted(groups["foreign"], key=lambda file: file.name)),
         lock_file="lock" in groups,
         marker=marker,
+        leases=tuple(groups.get("lease", ())),
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from . import __version__, _gc, _inspect
@@ -35,6 +36,7 @@ from ._handle import Fb
 from ._pool import FBPool
 from ._store import BackingStore
 from .backends import FBStore, PreparedPath
+from .backends._lease import DEFAULT_INTERVAL, GRACE_INTERVALS
 from .codecs import get_codec
 from .exceptions import FbError
 from .typing import Codec
@@ -318,6 +320,15 @@ def _demo_report(summary: dict[str, Any], item_kib: int, budget: float, hit_rati
     help="Where no lock tells whether a writer is alive, delete only temporary files at "
     "least this old.",
 )
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=None,
+    metavar="SECONDS",
+    help="Off local disk, a store is dead once its lease (or, without one, its newest "
+    f"file) is this old.  [default: {GRACE_INTERVALS} refresh intervals of its lease, "
+    f"{GRACE_INTERVALS * DEFAULT_INTERVAL:g} s without one]",
+)
 @click.option("--yes", is_flag=True, help="Delete (the default is a dry run).")
 def gc_command(
     url: str,
@@ -326,6 +337,7 @@ def gc_command(
     as_json: bool,
     manifest: Path | None,
     min_age: float,
+    grace: float | None,
     yes: bool,
 ) -> None:
     """Find (and with --yes delete) what crashed or finished processes left at URL.
@@ -333,6 +345,13 @@ def gc_command(
     In a cache directory whose lock no live store holds: every blob and temporary file
     (what the next store to open it would sweep). The lock is held while gc works, so no
     store can open the directory meanwhile. If a live store holds it, nothing is touched.
+
+    Off local disk (S3, memory://...), where no lock can tell, a store keeps a lease at its
+    prefix, refreshed while it lives; URL may be a store's prefix, or an open_pool URL
+    whose session prefixes (fb-<32 hex>, fb-dask-<32 hex>) are judged one by one. The
+    files of a store whose lease is older than --grace (or that has none and no file
+    younger than --grace) are deleted, its lease last. A store with a fresh lease is never
+    touched.
 
     In a persist location: temporary files older than --min-age, and with --manifest the
     blobs whose keys it does not list (none if it lists none of them: a wrong manifest is
@@ -349,15 +368,36 @@ def gc_command(
             keep = _gc.read_manifest(manifest)
         except (OSError, ValueError) as exc:
             raise click.BadParameter(str(exc), param_hint="--manifest") from None
+    now = time.time()
     with storage_errors(), _inspect.hold_lock(location) as locked:
         listing = _inspect.list_location(location)
-        if keep is not None and listing.kind == "cache":
+        sessions = _gc.find_sessions(location, listing, now=now, grace=grace)
+        if keep is not None and (listing.kind == "cache" or any(not s.name for s in sessions)):
             raise click.UsageError("--manifest is for persist locations, not cache directories")
-        plan = _gc.plan_gc(listing, locked=locked, manifest=keep, min_age=min_age, now=time.time())
+        plan = _gc.plan_gc(
+            listing, locked=locked, manifest=keep, min_age=min_age, now=now, sessions=sessions
+        )
         failures = _gc.delete_files(location, [i.file for i in plan.delete]) if yes else []
     _gc_report(listing.url, plan, yes, failures, as_json)
     if (plan.delete and not yes) or failures or plan.missing or plan.refused:
         sys.exit(PROBLEMS)
+
+
+def _session_json(session: _gc.Session) -> dict[str, Any]:
+    holder = session.holder
+    return {
+        "name": session.name,
+        "alive": session.liveness.alive,
+        "reason": session.liveness.reason,
+        "last_seen": session.liveness.last_seen,
+        "grace": session.liveness.grace,
+        "holder": None if holder is None else attrs.asdict(holder),
+        "blobs": len(session.blobs),
+        "bytes": sum(file.size for file in session.files),
+        "temp_files": len(session.temp_files),
+        "leases": len(session.leases),
+        "foreign": [file.name for file in session.foreign],
+    }
 
 
 def _gc_report(
@@ -381,6 +421,7 @@ def _gc_report(
                 "missing": list(plan.missing),
                 "foreign": [file.name for file in plan.foreign],
                 "refused": plan.refused,
+                "sessions": [_session_json(session) for session in plan.sessions],
             }
         )
         return
@@ -388,6 +429,13 @@ def _gc_report(
     if plan.locked:
         click.echo("a live store holds the lock: the directory is in use; nothing touched")
         return
+    for session in plan.sessions:
+        state = "live, left alone" if session.liveness.alive else "dead"
+        size = human_size(sum(file.size for file in session.files))
+        click.echo(
+            f"{'session ' + session.name if session.name else 'store'}: {state}: "
+            f"{session.liveness.reason}; {len(session.blobs)} blob(s), {size}"
+        )
     verb = "deleted" if yes else "would delete"
     for item in plan.delete:
         click.echo(f"{verb} {item.file.name} ({human_size(item.file.size)}): {item.reason}")
@@ -398,7 +446,9 @@ def _gc_report(
     if plan.kept_blobs:
         click.echo(f"kept {len(plan.kept_blobs)} blob(s)")
     if plan.kept_recent:
-        click.echo(f"kept {len(plan.kept_recent)} temporary file(s) younger than --min-age")
+        live = any(not session.name for session in plan.sessions)
+        why = "of a live store" if live else "younger than --min-age"
+        click.echo(f"kept {len(plan.kept_recent)} temporary file(s) {why}")
     if plan.refused:
         click.echo(f"REFUSED: {plan.refused}")
     for key in plan.missing:

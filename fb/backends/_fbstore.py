@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import IO, Any, TypeVar, cast
 from uuid import UUID
@@ -40,6 +41,7 @@ from ..typing import Codec
 from . import _locations
 from ._decode import BlobReader
 from ._fdsink import FdSink
+from ._lease import LeaseKeeper
 from ._locations import remote_errors
 from ._prepared_path import SHARDS, PreparedPath, as_prepared_path
 
@@ -150,6 +152,11 @@ class FBStore(BlobReader[T]):
             self._lock_fd = self._acquire_lock()
         if sweep or (sweep is None and self.path.is_local):
             self.sweep()
+        # No lock outside local disk: a lease tells `fb gc` this store is alive (_lease.py).
+        self._lease = None if self.path.is_local else LeaseKeeper(self.path)
+        if self._lease is not None:
+            self._lease.start()
+            weakref.finalize(self, self._lease.stop, wait=False)  # dropped unclosed: stop
 
     def __repr__(self) -> str:
         signed = ", signed" if self._secret is not None else ""
@@ -221,6 +228,8 @@ class FBStore(BlobReader[T]):
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # closing the descriptor releases the flock
                 self._lock_fd = None
+            if self._lease is not None:
+                self._lease.close()  # last: the blobs were deleted before
 
     # -- blobs -----------------------------------------------------------------------------
 

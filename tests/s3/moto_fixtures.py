@@ -101,6 +101,10 @@ class S3Bucket:
         )
         return sorted(item["Key"] for page in pages for item in page.get("Contents", ()))
 
+    def blobs(self, prefix: str = "") -> list[str]:
+        """Return `names` under ``prefix`` but the leases of the stores open there."""
+        return [name for name in self.names(prefix) if "/.fb-lease." not in f"/{name}"]
+
     def get(self, key: str) -> bytes:
         """Return the bytes of object ``key``."""
         body = self.server.client.get_object(Bucket=self.name, Key=key)["Body"]

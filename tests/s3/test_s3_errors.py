@@ -68,7 +68,7 @@ def test_absent_key_on_s3(s3: S3Bucket, s3_store: BackingStore[Any]) -> None:
     assert pool.register(tracked, key) is None
     with pytest.raises(BlobNotFoundError, match=key.hex):
         s3_store.strategy.load(key)
-    assert s3.names() == []
+    assert s3.blobs() == []
 
 
 def test_write_back_to_a_deleted_bucket_keeps_the_values(s3: S3Bucket) -> None:

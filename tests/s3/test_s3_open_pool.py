@@ -20,7 +20,7 @@ def test_open_pool_round_trip_on_s3(s3: S3Bucket) -> None:
         assert root.url.startswith(s3.url("spill", "fb-"))
         handles = [pool.insert(value) for value in values]
         pool.store.finished()
-        assert len(s3.names("spill/")) == len(values) - 2
+        assert len(s3.blobs("spill/")) == len(values) - 2
         for handle, value in zip(handles, values, strict=True):
             with handle.load() as loaded:
                 assert loaded == value

@@ -72,7 +72,7 @@ def test_register_within_s3_is_a_server_side_copy(
     key = original.persist(tracked)
     original.close()
     s3_store.finished()
-    assert s3.names("cache/") == []
+    assert s3.blobs("cache/") == []
     calls = S3Calls()
     calls.watch(s3_store.strategy.path)  # type: ignore[attr-defined]
     calls.watch(durable)
