@@ -12,7 +12,8 @@ Each class also inherits the builtin exception it means, so code that already ca
     ├── BlobNotFoundError(FbError, FileNotFoundError)  a blob that should exist does not
     ├── StoreClosedError(FbError, RuntimeError)   the BackingStore was closed
     ├── HandleClosedError(FbError, RuntimeError)  the Fb handle was closed
-    └── StoreLockedError(FbError, RuntimeError)   another live store owns the cache directory
+    ├── StoreLockedError(FbError, RuntimeError)   another live store owns the cache directory
+    └── UnsafeLocationError(FbError, PermissionError)  a directory or file fb must not trust
 
 Errors raised by storage itself (disk full, permission denied) pass through as the
 ``OSError`` subclass they are, with the path in the message.
@@ -34,6 +35,7 @@ __all__ = [
     "PluginNotFoundError",
     "StoreClosedError",
     "StoreLockedError",
+    "UnsafeLocationError",
 ]
 
 
@@ -134,3 +136,13 @@ class HandleClosedError(FbError, RuntimeError):
 
 class StoreLockedError(FbError, RuntimeError):
     """Another live store (in this or another process) owns the cache directory."""
+
+
+class UnsafeLocationError(FbError, PermissionError):
+    """A directory or file fb refuses to use: it could let someone else redirect fb's I/O.
+
+    Raised for a cache directory that another user owns or that group or others can write
+    (or one inside such a directory), and for a symbolic link or other non-regular,
+    non-directory entry where fb expects its own lock file or shard directory. The message
+    names the path and the reason; nothing was created, changed or deleted.
+    """

@@ -21,6 +21,7 @@ from fb.exceptions import (
     PluginNotFoundError,
     StoreClosedError,
     StoreLockedError,
+    UnsafeLocationError,
 )
 
 MEANING: list[tuple[type[FbError], type[Exception]]] = [
@@ -33,6 +34,7 @@ MEANING: list[tuple[type[FbError], type[Exception]]] = [
     (StoreClosedError, RuntimeError),
     (HandleClosedError, RuntimeError),
     (StoreLockedError, RuntimeError),
+    (UnsafeLocationError, PermissionError),
 ]
 
 
