@@ -24,7 +24,7 @@ from uuid import UUID
 
 import attrs
 
-from . import _janitor
+from . import _exit, _janitor
 from ._stats import StoreStatistics
 from ._workers import _STORES, _STRIPES, Workers
 from .exceptions import NotPicklableError, StoreClosedError
@@ -132,6 +132,7 @@ class BackingStore(Workers, Generic[T]):
         weakref.finalize(self, _warn_unclosed, self._shared, f"BackingStore({strategy!r})")
         _janitor.start()
         _STORES.add(self)
+        _exit.track(self)  # closed at interpreter exit if the program forgets to
 
     def __repr__(self) -> str:
         state = "closed" if self._shared.closed else "open"
