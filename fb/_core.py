@@ -4,7 +4,7 @@
 offering items for eviction, dropping values, installing loaded values, acquiring and
 releasing pins. Write-back (the queue, completion, retries) is in ``_writeback.py``, and
 what a caller asks of one item outside a guard (write now, evict, prefetch) in
-``_requests.py``.
+``_requests.py``; the loops that wait for a guard (or refuse one) are in ``_acquire.py``.
 
 I/O never happens under the lock: a step decides under the lock, then the caller (or a
 worker) does the I/O, then another step records the outcome and re-checks what changed
@@ -13,7 +13,6 @@ meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -23,11 +22,10 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from . import _janitor
+from ._acquire import Acquire, Step
 from ._entry import (
     MISSING,
     Batch,
@@ -35,16 +33,13 @@ from ._entry import (
     add_reader,
     forget_reader,
     hold,
-    holds_read,
     owner,
-    same_owner,
-    wait,
 )
 from ._keys import new_key
 from ._lru import COLD, HOT, SegmentTaggingLRU
 from ._requests import Requests
 from ._writeback import RETRY_FIRST_DELAY, WriteBack, _events, _log
-from .exceptions import CorruptBlobError, GuardConflictError, GuardTimeoutError, HandleClosedError
+from .exceptions import CorruptBlobError, HandleClosedError
 
 if TYPE_CHECKING:
     from .backends import PreparedPath
@@ -71,23 +66,7 @@ def _source_path(location: PreparedPath, key: UUID) -> str:
     return path if location.is_local else location.url + path[len(location.root) :]
 
 
-def _busy(entry: Entry, write: bool) -> str:
-    """Why a guard of ``entry`` must wait (for a timeout's message; read without the lock)."""
-    if entry.writer:
-        return "a write guard is held"
-    if write and entry.readers:
-        return f"{entry.readers} read guard(s) are held"
-    if entry.loading:
-        return "its value is being loaded"
-    if entry.writing:
-        return "its value is being written"
-    return "it is busy"
-
-
 _POOLS: weakref.WeakSet[PoolCore[Any]] = weakref.WeakSet()
-
-Step = Future[None] | UUID | GuardConflictError | None
-"""What a turn of an acquire tells its loop: done, wait for this, load this key, or refuse."""
 
 
 def _before_fork() -> None:
@@ -114,7 +93,7 @@ os.register_at_fork(
 )
 
 
-class PoolCore(Requests[T], WriteBack[T]):
+class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
     """State transitions of a pool's items (see the module docstring)."""
 
     sizeof: Callable[[Any], int]
@@ -258,32 +237,6 @@ class PoolCore(Requests[T], WriteBack[T]):
             self.store.release(entry.key)
         entry.key = new_key()
 
-    def _conflict(self, entry: Entry, who: object, write: bool) -> GuardConflictError | None:
-        """Under the lock: the error if ``who`` would wait for its own guard of ``entry``."""
-        if entry.writer and same_owner(entry.writer_owner, who):
-            return GuardConflictError(
-                f"waiting for the write guard of key {entry.key.hex}, which this same "
-                "thread/task holds: release the guard first"
-            )
-        if write and entry.readers and holds_read(entry, who):
-            return GuardConflictError(
-                f"asking for the write guard of key {entry.key.hex} while this same "
-                "thread/task holds a read guard of it would wait forever: release the read "
-                "guard first, or take the write guard alone (it reads the value too)"
-            )
-        return None
-
-    def _check_self_wait(self, entry: Entry) -> None:
-        error = self._conflict(entry, owner(), False)
-        if error is not None:
-            raise error
-
-    def _timed_out(self, entry: Entry, write: bool, timeout: float) -> GuardTimeoutError:
-        kind = "write" if write else "read"
-        return GuardTimeoutError(
-            f"no {kind} guard of key {entry.key.hex} within {timeout} s: {_busy(entry, write)}"
-        )
-
     # -- internals: acquiring guards -------------------------------------------------------
 
     def _try_acquire(self, entry: Entry, write: bool, batch: Batch, who: object) -> Any:
@@ -391,100 +344,6 @@ class PoolCore(Requests[T], WriteBack[T]):
         if closed:
             raise HandleClosedError(f"the handle for key {key.hex} was closed during its load")
         return value
-
-    def _acquire_turn(
-        self, entry: Entry, write: bool, touched: bool, missed: bool, who: object
-    ) -> tuple[Any, Step, bool]:
-        """One turn of the acquire loop shared by `_acquire` and `_aacquire`.
-
-        Returns (value, None, _) once pinned, (MISSING, future, missed) to wait for the
-        future and turn again, (MISSING, key, _) when the caller must load blob ``key``,
-        or (MISSING, error, _) when ``who`` holds a guard that blocks it.
-        ``missed`` says whether the item was out of memory on an earlier turn (a wait for
-        someone else's load still counts as a miss).
-        """
-        batch = Batch()
-        with self._lock:
-            value, step = self._acquire_step(entry, write, touched, batch, who)
-            if step is None:
-                if missed:
-                    self._n["misses"] += 1
-                else:
-                    self._hits += 1
-            elif isinstance(step, Future):
-                missed = missed or entry.value is MISSING
-            elif isinstance(step, UUID):
-                self._n["misses"] += 1
-        self._after(batch)
-        return value, step, missed
-
-    def _acquire(self, entry: Entry, write: bool, who: object, timeout: float | None = None) -> Any:
-        """Blocking acquire of ``who``'s read (or write) pin; loads in this thread on a miss.
-
-        Waits for other holders at most ``timeout`` seconds (None: no limit).
-        """
-        # A plain loop rather than a generator shared with _aacquire: driving a generator
-        # costs about 1 us per miss.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        touched = missed = flushed = False
-        while True:
-            value, step, missed = self._acquire_turn(entry, write, touched, missed, who)
-            touched = True
-            if step is None:
-                return value
-            if isinstance(step, UUID):
-                return self._load_blob(entry, step, write, who)
-            if isinstance(step, GuardConflictError):
-                if flushed:
-                    raise step
-                # The guard in the way may be one this caller dropped without releasing:
-                # its release waits on the janitor thread. Let that run, then look again.
-                flushed = True
-                step = _janitor.flush()
-            try:
-                step.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            except FutureTimeoutError:
-                raise self._timed_out(entry, write, timeout or 0.0) from None
-
-    async def _aacquire(
-        self, entry: Entry, write: bool, who: object, patience: float | None = None
-    ) -> Any:
-        """Async twin of `_acquire`: the load runs on a worker, waits never block the loop.
-
-        ``patience`` is `_acquire`'s ``timeout`` (which bounds only the waits).
-        """
-        deadline = None if patience is None else time.monotonic() + patience
-        touched = missed = flushed = False
-        while True:
-            value, step, missed = self._acquire_turn(entry, write, touched, missed, who)
-            touched = True
-            if step is None:
-                return value
-            if isinstance(step, UUID):
-                break
-            if isinstance(step, GuardConflictError):
-                if flushed:
-                    raise step
-                flushed = True
-                step = _janitor.flush()
-            try:
-                if deadline is None:
-                    await wait(step)
-                else:
-                    await asyncio.wait_for(wait(step), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise self._timed_out(entry, write, patience or 0.0) from None
-        job = self.store.submit(self._load_blob, entry, step, write, who)
-        try:
-            return await wait(job)
-        except asyncio.CancelledError:
-            # The load goes on without us; give back the pin it takes for us.
-            def _unpin(done: Future[Any]) -> None:
-                if done.exception() is None:
-                    self._release(entry, write, who)
-
-            job.add_done_callback(_unpin)
-            raise
 
     def _hit(self, entry: Entry, who: object) -> Any:
         """The hit path: pin and return a resident value in the hot segment, else `MISSING`.

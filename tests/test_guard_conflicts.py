@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fb import BackingStore, Fb, FBPool
+from fb import BackingStore, Fb, FBPool, WriteGuard
 from fb.exceptions import GuardConflictError, GuardTimeoutError
 from tests.conftest import TIMEOUT, CountingStore, value_of
 
@@ -184,7 +184,10 @@ def test_another_task_holding_a_read_guard_is_waited_for(handle: Fb[str]) -> Non
 
         task = asyncio.create_task(reader())
         await asyncio.wait_for(taken.wait(), TIMEOUT)
-        writer = asyncio.create_task(handle.aload_mut().__aenter__())
+        async def take_write_guard() -> WriteGuard[str]:
+            return await handle.aload_mut()
+
+        writer = asyncio.create_task(take_write_guard())
         await asyncio.sleep(0)  # let the writer start waiting
         assert not writer.done()
         release.set()
