@@ -152,6 +152,17 @@ def test_dropped_read_guard_does_not_block_the_write_guard(handle: Fb[str]) -> N
     assert without_deadlock(drop_then_write) == "value"
 
 
+def test_dropped_write_guard_does_not_block_the_same_thread(handle: Fb[str]) -> None:
+    """A write guard dropped without release is no conflict either: the janitor releases it."""
+
+    def drop_then_read() -> str:
+        handle.load_mut()  # collected at once, released on the janitor thread
+        with handle.load() as value:
+            return value
+
+    assert without_deadlock(drop_then_read) == "value"
+
+
 def test_async_write_guard_while_the_task_holds_a_read_guard_is_refused(
     handle: Fb[str],
 ) -> None:
