@@ -26,15 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from ._acquire import Acquire, Step
-from ._entry import (
-    MISSING,
-    Batch,
-    Entry,
-    add_reader,
-    forget_reader,
-    hold,
-    owner,
-)
+from ._entry import MISSING, Batch, Entry, add_reader, forget_reader, hold, owner
 from ._keys import new_key
 from ._lru import COLD, HOT, SegmentTaggingLRU
 from ._requests import Requests

@@ -63,9 +63,11 @@ class Fb(Generic[T]):
 
     Notes:
         Thread-safe. Read guards of one handle may be held by several threads at once; a
-        write guard is exclusive (acquiring one waits for the readers to finish). `load` and
-        `load_mut` block on a miss; `try_load` and `try_load_mut` never block and never do
-        I/O; the ``a``-methods never block the event loop.
+        write guard is exclusive (acquiring one waits for the readers to finish, and is
+        refused with `GuardConflictError` to a thread or task that holds one of them).
+        `load` and `load_mut` block on a miss and may wait (at most ``timeout``) for other
+        guards; `try_load` and `try_load_mut` never block and never do I/O; the
+        ``a``-methods never block the event loop.
     """
 
     __slots__ = ("__weakref__", "_entry", "_pool", "_ref")
@@ -225,7 +227,7 @@ class Fb(Generic[T]):
         Raises:
             CodecError: the value cannot be encoded.
             OSError: storage failed.
-            RuntimeError: this thread or task holds the write guard.
+            GuardConflictError: this thread or task holds the write guard.
         """
         self._pool._write_now(self._entry)
 
