@@ -195,6 +195,7 @@ def test_another_task_holding_a_read_guard_is_waited_for(handle: Fb[str]) -> Non
 
         task = asyncio.create_task(reader())
         await asyncio.wait_for(taken.wait(), TIMEOUT)
+
         async def take_write_guard() -> WriteGuard[str]:
             return await handle.aload_mut()
 
