@@ -128,7 +128,7 @@ class Acquire(Generic[T]):
             if isinstance(step, UUID):
                 return self._load_blob(entry, step, write, who)
             if isinstance(step, GuardConflictError):
-                if flushed:
+                if flushed or _janitor.is_janitor():
                     raise step
                 # The guard in the way may be one this caller dropped without releasing:
                 # its release waits on the janitor thread. Let that run, then look again.
@@ -156,7 +156,7 @@ class Acquire(Generic[T]):
             if isinstance(step, UUID):
                 break
             if isinstance(step, GuardConflictError):
-                if flushed:
+                if flushed or _janitor.is_janitor():
                     raise step
                 flushed = True
                 step = _janitor.flush()

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fb import BackingStore, Fb, FBPool, WriteGuard
+from fb import BackingStore, Fb, FBPool, WriteGuard, _janitor
 from fb.exceptions import GuardConflictError, GuardTimeoutError
 from tests.conftest import TIMEOUT, CountingStore, value_of
 
@@ -161,6 +161,24 @@ def test_dropped_write_guard_does_not_block_the_same_thread(handle: Fb[str]) -> 
             return value
 
     assert without_deadlock(drop_then_read) == "value"
+
+
+def test_conflict_on_the_janitor_thread_does_not_wait_for_the_janitor(handle: Fb[str]) -> None:
+    """Code run by the janitor (a finalizer's work) gets the error, not a wait for itself."""
+    outcome: Future[None] = Future()
+
+    def job() -> None:
+        try:
+            with handle.load():
+                handle.load_mut()
+        except BaseException as exc:  # handed to the test
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(None)
+
+    _janitor.put(job)
+    with pytest.raises(GuardConflictError):
+        outcome.result(TIMEOUT)
 
 
 def test_async_write_guard_while_the_task_holds_a_read_guard_is_refused(
