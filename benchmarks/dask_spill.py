@@ -137,7 +137,11 @@ def main() -> None:
             bucket = make_bucket(endpoint)
             fb_s3 = (
                 FbSpillBuffer,
-                {"url": f"s3://{bucket}/spill", "max_bytes": budget, **options(endpoint)},
+                {
+                    "url": f"s3://{bucket}/spill",
+                    "max_bytes": budget,
+                    "storage_options": options(endpoint),
+                },
             )
             rows.append(run("fb s3 (moto)", fb_s3, args, memory_limit))
     print_table(rows)

@@ -69,7 +69,7 @@ def bench_fb(endpoint: str, bucket: str, payloads: list[bytes], workers: int) ->
             return hashlib.sha256(value).digest()
 
     with fb.open_pool(
-        f"s3://{bucket}/fb", max_items=0, max_workers=workers, **options(endpoint)
+        f"s3://{bucket}/fb", max_items=0, max_workers=workers, storage_options=options(endpoint)
     ) as pool:
 
         def write() -> list[fb.Fb[bytes]]:

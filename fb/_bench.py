@@ -373,6 +373,9 @@ def bench(
     it removed then); progress goes to standard error.
     """
     _require_peers(plot is not None)
+    if plot is not None and not plot.absolute().parent.is_dir():
+        # Checked before the minutes of measuring, not when the chart is saved after them.
+        raise click.BadParameter(f"no directory {plot.absolute().parent}", param_hint="--plot")
     _START[0] = time.perf_counter()
     table = QUICK if quick else WORKLOADS
     chosen = list(table) if workload == "all" else [workload]

@@ -10,6 +10,7 @@ not run (a location that does not exist, storage that cannot be reached).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -33,7 +34,9 @@ __all__ = [
     "emit_json",
     "human_age",
     "human_size",
+    "iso_time",
     "location_options",
+    "name_list",
     "open_location",
     "storage_errors",
     "storage_options",
@@ -143,10 +146,17 @@ def open_location(url: str, pairs: Sequence[str], endpoint_url: str | None) -> P
     """Return the location ``url`` with the storage options of the command line."""
     options = storage_options(url, pairs, endpoint_url)
     try:
-        return PreparedPath(url, **options)
-    except (TypeError, ValueError, ImportError) as exc:
+        return PreparedPath(url, storage_options=options)
+    except Exception as exc:
+        # A filesystem's constructor can raise anything for a URL or an option it does not
+        # take (zip:// on a file that is not a zip, fs=1): bad input all the same.
         shown = _USERINFO.sub(r"\1***@", url)  # a password in the URL is not echoed
-        raise click.UsageError(f"cannot open {shown}: {exc}") from exc
+        what = (
+            ""
+            if isinstance(exc, TypeError | ValueError | ImportError)
+            else f"{type(exc).__name__}: "
+        )
+        raise click.UsageError(f"cannot open {shown}: {what}{exc}") from exc
 
 
 def _secret(variable: str | None) -> bytes | None:
@@ -220,7 +230,21 @@ def _blob_json(info: BlobInfo, now: float) -> dict[str, Any]:
     data = attrs.asdict(info)
     data["age_seconds"] = None if info.mtime is None else now - info.mtime
     data["ok"] = info.ok
+    data["status"] = info.status
     return data
+
+
+def iso_time(timestamp: float | None) -> str:
+    """Return a POSIX time as ISO 8601 local time with its UTC offset (``-`` when unknown)."""
+    if timestamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+
+
+def name_list(names: Sequence[str], limit: int = 10) -> str:
+    """Return ``names`` comma-separated, the first ``limit`` of them and ``… and N more``."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", … and {len(names) - limit} more" if len(names) > limit else "")
 
 
 # -- reading many blobs -------------------------------------------------------------------------

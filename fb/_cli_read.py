@@ -18,6 +18,7 @@ from . import _inspect
 from ._cli_ops import (
     KIND_TEXT,
     PROBLEMS,
+    CannotRunError,
     _blob_json,
     _read_all,
     _secret,
@@ -25,8 +26,10 @@ from ._cli_ops import (
     emit_json,
     human_age,
     human_size,
+    iso_time,
     jobs_option,
     location_options,
+    name_list,
     open_location,
     quiet_option,
     secret_option,
@@ -35,6 +38,8 @@ from ._cli_ops import (
 from ._inspect import BlobInfo
 from ._persist import parse_key
 from .backends import PreparedPath
+from .backends._fbstore import LOCK_NAME
+from .backends._locations import MARKER_NAME
 from .exceptions import InvalidKeyError
 
 __all__ = ["COMMANDS"]
@@ -121,15 +126,14 @@ def _summary(location: PreparedPath, as_json: bool) -> None:
         lock = "free: no live store owns the directory" + (
             f" (last owner pid {pid})" if pid else ""
         )
-    foreign = ", ".join(file.name for file in listing.foreign[:5])
-    more = ", …" if len(listing.foreign) > 5 else ""
+    foreign = name_list([file.name for file in listing.foreign], limit=5)
     for label, value in (
         ("location", listing.url),
         ("kind", KIND_TEXT[listing.kind]),
         ("lock", lock),
         ("blobs", f"{len(listing.blobs)}, {human_size(listing.blob_bytes)}"),
         ("temporary", f"{len(listing.temp_files)}, {human_size(temp_bytes)}"),
-        ("foreign", f"{len(listing.foreign)}" + (f": {foreign}{more}" if foreign else "")),
+        ("foreign", f"{len(listing.foreign)}" + (f": {foreign}" if foreign else "")),
     ):
         click.echo(f"{label:<10} {value}")
     if listing.sessions:
@@ -186,9 +190,11 @@ def inspect_command(
         for name, spec in (("checksum", "#018x"), ("flags", "#04x")):
             if fields[name] is not None:
                 fields[name] = format(fields[name], spec)
+        fields["mtime"] = iso_time(info.mtime)
+        fields["status"] = "ok" if info.ok else info.status.upper()
+        width = max(len(name) for name in fields)
         for name, value in fields.items():
-            click.echo(f"{name:<15} {'-' if value is None else value}")
-        click.echo(f"{'status':<15} {'ok' if info.ok else 'CORRUPT'}")
+            click.echo(f"{name:<{width}}  {'-' if value is None else value}")
     if not info.ok:
         sys.exit(PROBLEMS)
 
@@ -262,12 +268,35 @@ def du_command(
         sys.exit(PROBLEMS)
 
 
+def _check_fb_location(listing: _inspect.Listing) -> None:
+    """Refuse a location that holds nothing of fb's: most likely a wrong URL."""
+    if listing.kind != "unknown" or listing.blobs or listing.temp_files:
+        return
+    sessions = (
+        f"; it holds {len(listing.sessions)} open_pool session prefix(es), each a location "
+        f"to verify on its own: {name_list(list(listing.sessions), limit=3)}"
+        if listing.sessions
+        else ""
+    )
+    raise CannotRunError(
+        f"{listing.url} is not an fb location: no blob, no cache lock file ({LOCK_NAME}) and "
+        f"no persist marker ({MARKER_NAME}){sessions}; check the URL, or pass --allow-empty"
+    )
+
+
 @click.command("verify", short_help="Check every blob's checksum (and signature).")
 @click.argument("url")
 @location_options
 @secret_option
 @jobs_option
 @quiet_option
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Accept a location that holds nothing of fb's (no blob, lock file or persist "
+    "marker). Without it, such a location is an error (status 2): a check pointed at the "
+    "wrong place must not pass.",
+)
 def verify_command(
     url: str,
     storage_option: tuple[str, ...],
@@ -276,18 +305,22 @@ def verify_command(
     secret_key_env: str | None,
     jobs: int,
     quiet: bool,
+    allow_empty: bool,
 ) -> None:
     """Check every blob at URL: header, trailer and checksum, and signature with a key.
 
     Reads every byte of every blob (nothing is decoded). With --secret-key-env, signatures
-    are checked too and unsigned blobs fail. Files named like blobs that are not fb blobs
-    fail; other names are listed as foreign and left alone. Exits with 1 and lists the
-    blobs that fail when any does.
+    are checked too and unsigned blobs fail (as UNSIGNED). Files named like blobs that are
+    not fb blobs fail (as CORRUPT); other names are listed as foreign and left alone.
+    Exits with 1 and lists the blobs that fail when any does; with 2 when URL is not an fb
+    location (see --allow-empty).
     """
     location = open_location(url, storage_option, endpoint_url)
     secret = _secret(secret_key_env)
     with storage_errors():
         listing = _inspect.list_location(location)
+        if not allow_empty:
+            _check_fb_location(listing)
         infos, vanished = _read_all(
             lambda file: _inspect.check_blob(location, file, secret=secret),
             listing.blobs,
@@ -296,6 +329,10 @@ def verify_command(
             show=not (quiet or as_json),
         )
     bad = [info for info in infos if not info.ok]
+    failed = {
+        status: [info for info in bad if info.status == status]
+        for status in ("corrupt", "unsigned")
+    }
     if as_json:
         emit_json(
             {
@@ -303,24 +340,30 @@ def verify_command(
                 "checked": len(infos),
                 "bytes": sum(info.size for info in infos),
                 "signatures": secret is not None,
-                "corrupt": [{"key": i.key, "name": i.name, "error": i.error} for i in bad],
+                **{
+                    status: [{"key": i.key, "name": i.name, "error": i.error} for i in group]
+                    for status, group in failed.items()
+                },
                 "vanished": vanished,
                 "foreign": [file.name for file in listing.foreign],
             }
         )
     else:
         for info in bad:
-            click.echo(f"CORRUPT {info.name}: {info.error}")
+            click.echo(f"{info.status.upper()} {info.name}: {info.error}")
         what = "checksums and signatures" if secret is not None else "checksums"
         click.echo(
             f"{len(infos) - len(bad)}/{len(infos)} blob(s) sound ({what}), "
             f"{human_size(sum(info.size for info in infos))} read"
-            + (f"; {len(bad)} CORRUPT" if bad else "")
+            + "".join(
+                f"; {len(group)} {status.upper()}" for status, group in failed.items() if group
+            )
         )
         if vanished:
             click.echo(f"{len(vanished)} blob(s) deleted while checking (a live store)")
         if listing.foreign:
-            click.echo(f"{len(listing.foreign)} foreign name(s) left alone (not fb's)")
+            names = name_list([file.name for file in listing.foreign])
+            click.echo(f"{len(listing.foreign)} foreign name(s) left alone (not fb's): {names}")
     if bad:
         sys.exit(PROBLEMS)
 

@@ -43,18 +43,21 @@ to run on locations others can write: no pickle is ever loaded.
 ## Exit status
 
 - **0**: all is well.
-- **1**: problems found: a corrupt blob (`verify`, `inspect KEY`), an unreadable header
-  (`ls`, `du`), no blob `KEY`, leftovers that a dry run of `gc` would delete, a deletion that
-  failed, manifest keys without a blob.
-- **2**: a usage error, or the command could not run: the location does not exist, storage
-  cannot be reached.
+- **1**: problems found: a corrupt blob (`verify`, `inspect KEY`), an unsigned one when
+  signatures are checked, an unreadable header (`ls`, `du`), no blob `KEY`, leftovers that a
+  dry run of `gc` would delete, a deletion that failed, manifest keys without a blob.
+- **2**: a usage error, or the command could not run: the location does not exist or is a
+  file, storage cannot be reached, `verify` was pointed at a location that holds nothing of
+  fb's (no blob, lock file or persist marker; `--allow-empty` accepts one). No command prints
+  a traceback for bad input.
 
 Every command takes `--json` and then prints one JSON object on standard output; messages
 and the progress bar go to standard error.
 
 ## Storage options and credentials
 
-Storage options reach fsspec as they would through `fb.backends.PreparedPath(url, **options)`:
+Storage options reach fsspec as they would through
+`fb.backends.PreparedPath(url, storage_options=...)`:
 
 - `FB_STORAGE_OPTIONS`, an environment variable holding a JSON object, is read first;
 - each `--storage-option KEY=VALUE` is merged over it: `VALUE` is parsed as JSON when it can

@@ -1,8 +1,10 @@
 """Clean-up of fb's locations without a store: the plan ``fb gc`` shows, and its deletions.
 
-Built on the listings of ``_inspect.py``. A plan deletes only names fb owns: temporary
-files old enough to be a crashed writer's, and, given a manifest of the keys to keep, the
-blobs of a persist location that no save names. Foreign names are never deleted.
+Built on the listings of ``_inspect.py``. A plan deletes only names fb owns: the files of a
+dead store (a local cache directory whose lock is free; on other filesystems a store whose
+lease has expired, see `fb.backends._lease`), temporary files old enough to be a crashed
+writer's, and, given a manifest of the keys to keep, the blobs of a persist location that no
+save names. Foreign names are never deleted.
 """
 
 from __future__ import annotations
@@ -16,12 +18,21 @@ from uuid import UUID
 
 import attrs
 
-from ._inspect import Kind, Listing, StoredFile, _classify
+from ._inspect import _SESSION, Kind, Listing, StoredFile, _classify
 from ._persist import parse_key
+from .backends._lease import LEASE_NAME, LeaseRecord, Liveness, judge, read_lease
 from .backends._locations import remote_errors
 from .backends._prepared_path import PreparedPath
 
-__all__ = ["GcItem", "GcPlan", "delete_files", "plan_gc", "read_manifest"]
+__all__ = [
+    "GcItem",
+    "GcPlan",
+    "Session",
+    "delete_files",
+    "find_sessions",
+    "plan_gc",
+    "read_manifest",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -30,6 +41,41 @@ class GcItem:
 
     file: StoredFile
     reason: str
+
+
+@attrs.frozen(kw_only=True)
+class Session:
+    """The files of one store on a filesystem without locks, and whether it is alive.
+
+    Names are relative to the location ``fb gc`` looks at: a session is either that location
+    itself (a store's prefix, ``name`` empty) or an `fb.open_pool` session prefix
+    ``fb-<32 hex>`` right below it.
+
+    Attributes:
+        name: the session's prefix, or ``""`` for the location itself.
+        blobs: its blobs.
+        temp_files: its temporary files.
+        leases: its lease files (deleted last).
+        foreign: other names under its prefix (never deleted).
+        liveness: the verdict on its store, and why.
+    """
+
+    name: str
+    blobs: tuple[StoredFile, ...]
+    temp_files: tuple[StoredFile, ...]
+    leases: tuple[StoredFile, ...]
+    foreign: tuple[StoredFile, ...]
+    liveness: Liveness
+
+    @property
+    def files(self) -> tuple[StoredFile, ...]:
+        """Every file fb owns in the session, its leases last."""
+        return self.blobs + self.temp_files + self.leases
+
+    @property
+    def holder(self) -> LeaseRecord | None:
+        """The freshest readable lease."""
+        return self.liveness.holder
 
 
 @attrs.frozen(kw_only=True)
@@ -47,6 +93,8 @@ class GcPlan:
         missing: keys the manifest lists that have no blob here.
         foreign: names fb does not own (never deleted).
         refused: why no blob is deleted although a manifest was given, if that is so.
+        sessions: the stores found on a filesystem without locks (the location itself, or
+            session prefixes below it), live and dead; a dead one's files are in ``delete``.
     """
 
     kind: Kind
@@ -57,6 +105,7 @@ class GcPlan:
     missing: tuple[str, ...]
     foreign: tuple[StoredFile, ...]
     refused: str | None = None
+    sessions: tuple[Session, ...] = ()
 
 
 def read_manifest(path: str | os.PathLike[str]) -> frozenset[UUID]:
@@ -89,6 +138,82 @@ def read_manifest(path: str | os.PathLike[str]) -> frozenset[UUID]:
     return frozenset(keys)
 
 
+def _newest(files: Iterable[StoredFile]) -> float | None:
+    return max((file.mtime for file in files if file.mtime is not None), default=None)
+
+
+def _session(
+    location: PreparedPath,
+    name: str,
+    groups: dict[str, list[StoredFile]],
+    *,
+    now: float,
+    grace: float | None,
+) -> Session:
+    leases: list[tuple[LeaseRecord | None, float | None]] = []
+    for file in groups["lease"]:
+        try:
+            record = read_lease(location, file.path)
+        except FileNotFoundError:
+            record = None  # deleted since the listing: its store is closing, or just closed
+        leases.append((record, file.mtime))
+    owned = groups["blob"] + groups["temp"]
+    return Session(
+        name=name,
+        blobs=tuple(groups["blob"]),
+        temp_files=tuple(groups["temp"]),
+        leases=tuple(groups["lease"]),
+        foreign=tuple(groups["foreign"]),
+        liveness=judge(leases, _newest(owned), now=now, grace=grace),
+    )
+
+
+def find_sessions(
+    location: PreparedPath, listing: Listing, *, now: float, grace: float | None = None
+) -> tuple[Session, ...]:
+    """Find the stores at a location on a filesystem without locks, and judge each.
+
+    A store is the location itself when it holds leases or is named like a session
+    (``fb-<32 hex>``), and each session prefix right below it. Local disk has none (its
+    lock file tells), nor has a persist location (its marker). Reads each lease (one small
+    GET each on an object store).
+
+    Args:
+        location: the location listed.
+        listing: what `fb._inspect.list_location` found there.
+        now: the current time, seconds since the epoch.
+        grace: seconds without a sign of life after which a store is dead (default: three
+            of its lease's refresh intervals; see `fb.backends._lease.judge`).
+
+    Raises:
+        OSError: a lease cannot be read; the message names it.
+    """
+    if listing.local:
+        return ()
+    sessions: list[Session] = []
+    base = location.root.rstrip("/").rpartition("/")[2]
+    if not listing.marker and (listing.leases or _SESSION.match(base)):
+        groups = {
+            "blob": list(listing.blobs),
+            "temp": list(listing.temp_files),
+            "lease": list(listing.leases),
+            "foreign": [],
+        }
+        sessions.append(_session(location, "", groups, now=now, grace=grace))
+    for name in listing.sessions:
+        groups = {"blob": [], "temp": [], "lease": [], "foreign": []}
+        marked = False
+        for file in listing.foreign:
+            if file.name.startswith(name + "/"):
+                kind = _classify(file.name[len(name) + 1 :], regular=True)
+                marked = marked or kind == "marker"
+                groups.get(kind, groups["foreign"]).append(file)
+        if marked:
+            continue  # also a persist location: its blobs may be a save's, never collected
+        sessions.append(_session(location, name, groups, now=now, grace=grace))
+    return tuple(sessions)
+
+
 def plan_gc(
     listing: Listing,
     *,
@@ -96,15 +221,20 @@ def plan_gc(
     manifest: frozenset[UUID] | None,
     min_age: float,
     now: float,
+    sessions: tuple[Session, ...] = (),
 ) -> GcPlan:
     """Decide what ``fb gc`` deletes at a listed location; no I/O.
 
     - A cache directory whose lock a live store holds (``locked`` True): nothing.
     - A cache directory whose lock was free (``locked`` False, held by the caller while it
       lists and deletes): every blob and temporary file, as the next store would sweep them.
+    - A store's location on a filesystem without locks (``sessions`` holds one named
+      ``""``): every file of it once its store is dead, nothing while it is alive.
     - Elsewhere: temporary files at least ``min_age`` seconds old (younger ones may be a
       write in progress), and with a ``manifest``, the blobs whose keys it does not list;
       but none if it lists none of the blobs there (``refused`` says so).
+    - In each session prefix below the location (the other ``sessions``): every file of a
+      dead store; a live one's are left alone, as are foreign names there.
 
     Args:
         listing: what the location holds.
@@ -112,13 +242,28 @@ def plan_gc(
         manifest: the keys to keep at a persist location, or None to keep every blob.
         min_age: how old a temporary file must be to be deleted where no lock tells.
         now: the current time, seconds since the epoch.
+        sessions: what `find_sessions` found at the location.
     """
     delete: list[GcItem] = []
     recent: list[StoredFile] = []
     kept: list[StoredFile] = []
     missing: list[str] = []
     refused = None
-    if locked is True:
+    itself = next((session for session in sessions if not session.name), None)
+    for session in sessions:
+        if not session.liveness.alive:
+            # Why the store is dead is said once, with the session (``sessions``).
+            for kind, files in (
+                ("blob", session.blobs),
+                ("temporary file", session.temp_files),
+                ("lease", session.leases),
+            ):
+                delete += [GcItem(file=f, reason=f"{kind} of a dead store") for f in files]
+    if itself is not None:
+        if itself.liveness.alive:
+            kept = list(itself.blobs)
+            recent = list(itself.temp_files)
+    elif locked is True:
         kept = list(listing.blobs)
         recent = list(listing.temp_files)
     elif listing.kind == "cache" and locked is False:
@@ -150,29 +295,44 @@ def plan_gc(
                 else:
                     delete.append(GcItem(file=file, reason="not in the manifest"))
             missing = sorted(key.hex for key in manifest - present)
+    # Leases go last: a deletion cut short leaves a store that still looks dead, not one
+    # whose remaining blobs have lost the lease that dates them.
+    order = {file.name: 1 for session in sessions for file in session.leases}
+    in_sessions = {f.name for session in sessions if session.name for f in session.files}
     return GcPlan(
         kind=listing.kind,
         locked=locked,
-        delete=tuple(sorted(delete, key=lambda item: item.file.name)),
+        delete=tuple(sorted(delete, key=lambda i: (order.get(i.file.name, 0), i.file.name))),
         kept_recent=tuple(recent),
         kept_blobs=tuple(kept),
         missing=tuple(missing),
-        foreign=listing.foreign,
+        foreign=tuple(file for file in listing.foreign if file.name not in in_sessions),
         refused=refused,
+        sessions=sessions,
     )
 
 
 def delete_files(location: PreparedPath, files: Iterable[StoredFile]) -> list[tuple[str, str]]:
-    """Delete ``files`` (blobs and temporary files only); return (name, error) of failures.
+    """Delete ``files`` (blobs, temporary files, leases); return (name, error) of failures.
 
     A file already gone counts as deleted. A name fb does not own is refused, whatever the
-    caller passed.
+    caller passed. Names in a session prefix (``fb-<32 hex>/…``) are judged within it. On
+    an object store, blobs go by bulk requests (a thousand keys each, on S3), then the
+    leases one by one.
     """
     failures: list[tuple[str, str]] = []
+    owned: list[StoredFile] = []
     for file in files:
-        if _classify(file.name, regular=True) not in ("blob", "temp"):
+        top, sep, rest = file.name.partition("/")
+        name = rest if sep and _SESSION.match(top) else file.name
+        if _classify(name, regular=True) not in ("blob", "temp", "lease"):
             failures.append((file.name, "not a name fb owns; refused"))
-            continue
+        else:
+            owned.append(file)
+    if location.is_object_store:
+        leases = [file for file in owned if LEASE_NAME.match(file.name.rpartition("/")[2])]
+        owned = _delete_bulk(location, [file for file in owned if file not in leases]) + leases
+    for file in owned:
         try:
             if location.is_local:
                 with contextlib.suppress(FileNotFoundError):
@@ -184,3 +344,26 @@ def delete_files(location: PreparedPath, files: Iterable[StoredFile]) -> list[tu
         except OSError as exc:
             failures.append((file.name, str(exc)))
     return failures
+
+
+def _delete_bulk(location: PreparedPath, files: list[StoredFile]) -> list[StoredFile]:
+    """Delete ``files`` from an object store in bulk; return those still to delete one by one.
+
+    One request per thousand keys instead of one per key: a dead session may hold many
+    thousands of blobs. S3 answers a bulk delete key by key and s3fs drops the failures, so
+    what is left is found by listing the sessions again, and goes one by one (which reports
+    its error); so does everything if the bulk request fails.
+    """
+    paths = {file.path for file in files}
+    if not paths or any(char in path for path in paths for char in "*?["):
+        return files  # fsspec would expand a glob character in a path: never in bulk
+    fs = location.fs
+    try:
+        with remote_errors(location.url):
+            fs.rm(sorted(paths))
+            # A path is ``<session root>/xx/<key>``: list each session root once.
+            roots = {path.rsplit("/", 2)[0] for path in paths}
+            left = {found for root in roots for found in fs.find(root)} & paths
+    except OSError:
+        return files
+    return [file for file in files if file.path in left]

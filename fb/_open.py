@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import fsspec
 from fsspec.utils import get_protocol
 
+from ._keywords import check_keywords, storage_options_dict
 from ._pool import FBPool
 from ._store import DEFAULT_MAX_WORKERS, BackingStore
 from .backends import get_backend
@@ -17,13 +18,14 @@ from .backends._prepared_path import OBJECT_STORE_PROTOCOLS
 from .backends._registry import fbstore_backend
 from .codecs import get_codec
 from .exceptions import PluginNotFoundError
-from .typing import Codec
+from .typing import Codec, Strategy
 
 __all__ = ["open_pool"]
 
 OBJECT_STORE_WORKERS = 16
 
 
+@check_keywords
 def open_pool(
     url: str | os.PathLike[str],
     *,
@@ -33,7 +35,7 @@ def open_pool(
     sizeof: Callable[[Any], int] | None = None,
     max_workers: int | None = None,
     secret_key: bytes | str | None = None,
-    **storage_options: Any,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> FBPool[Any]:
     """Open a pool whose cold items spill to ``url``: a local path or any fsspec URL.
 
@@ -57,27 +59,36 @@ def open_pool(
             where write-back is bound by requests in flight).
         secret_key: sign blobs with HMAC-SHA256 and refuse unsigned or altered ones
             (see `fb.backends.FBStore`).
-        **storage_options: passed to fsspec (e.g. ``client_kwargs={"endpoint_url": …}``).
+        storage_options: passed to fsspec, in one mapping as pandas, Dask and xarray take
+            them (e.g. ``{"client_kwargs": {"endpoint_url": …}}`` for S3). A location that
+            ``pool.store.track_path`` is given on the same filesystem reuses them.
 
     Returns:
         The pool; ``pool.store`` is its `BackingStore`.
 
     Raises:
+        TypeError: a keyword is unknown: the message suggests the parameter it is close to
+            (``max_byte`` → ``max_bytes``), or the ``storage_options`` mapping for what
+            looks like a storage option. Nothing is opened.
         FileNotFoundError: the bucket of an object-store URL does not exist.
         StoreLockedError: another live store owns the local directory.
     """
     target = os.fspath(url)
     protocol = get_protocol(target)
+    options: dict[str, Any] = {}
+    # Passed only when given: a plugin backend that takes no storage options never sees them.
+    if storage_options is not None:
+        options["storage_options"] = storage_options_dict(storage_options, "open_pool()")
     if protocol in OBJECT_STORE_PROTOCOLS:
         target = f"{target.rstrip('/')}/fb-{uuid.uuid4().hex}"
         workers = OBJECT_STORE_WORKERS
     else:
         workers = DEFAULT_MAX_WORKERS
-    options = dict(storage_options)
     if secret_key is not None:
         options["secret_key"] = secret_key
     # The backend registry serves the URL's protocol: built-ins (FBStore on fsspec) or a
     # plugin registered under the fb.backends entry point.
+    factory: Callable[..., Strategy[Any]]
     try:
         factory = get_backend(protocol)
     except PluginNotFoundError:

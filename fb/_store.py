@@ -379,6 +379,12 @@ class BackingStore(Workers, Generic[T]):
     def track_path(self, location: PreparedPath | str | os.PathLike[str]) -> TrackedPath:
         """Scan a durable location and return a `TrackedPath` that knows its keys.
 
+        A path or URL on the same filesystem as the store's cache (the same protocol: a
+        local path next to a local cache, any ``s3://`` URL next to an S3 cache) is reached
+        through the store's own filesystem object, with its storage options (endpoint,
+        credentials). A `PreparedPath` is used as it is, so a location that needs other
+        options is given as ``PreparedPath(url, storage_options={...})``.
+
         Names at the location that fb does not own are never touched; they are logged and
         listed in `TrackedPath.unknown`.
 
@@ -386,10 +392,15 @@ class BackingStore(Workers, Generic[T]):
             FileNotFoundError: the location does not exist.
             ForeignLocationError: the location is this store's cache directory.
         """
-        from ._persist import TrackedPath, as_location
+        from ._persist import TrackedPath
+        from .backends import PreparedPath
+        from .backends._prepared_path import location_like
 
         self.check_open()
-        path = as_location(location)
+        # The cache location of a backend that has one (FBStore's ``path``); a plugin
+        # backend without it gets a location built from the URL alone.
+        cache = getattr(self.strategy, "path", None)
+        path = location_like(location, cache if isinstance(cache, PreparedPath) else None)
         keys, unknown = self.strategy.scan(path)
         return TrackedPath(self, path, keys, unknown)
 

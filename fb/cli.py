@@ -7,8 +7,8 @@ The read-only commands are in `fb._cli_read`, the options every command shares i
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-import os
 import random
 import sys
 import tempfile
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from . import __version__, _gc, _inspect
@@ -35,11 +36,15 @@ from ._handle import Fb
 from ._pool import FBPool
 from ._store import BackingStore
 from .backends import FBStore, PreparedPath
+from .backends._lease import DEFAULT_INTERVAL, GRACE_INTERVALS
 from .codecs import get_codec
+from .exceptions import FbError
+from .typing import Codec
 
 __all__ = ["main"]
 
 MIB = 1 << 20
+MAX_ITEM_KIB = 1 << 18  # 256 MiB: the demo holds a few objects' worth of noise in memory
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,16 +79,40 @@ class _Payloads:
 
 
 @contextlib.contextmanager
-def _workdir(directory: Path | None, keep: bool) -> Iterator[Path]:
-    if directory is not None:
+def _workdir(directory: Path | None) -> Iterator[Path]:
+    if directory is None:
+        with tempfile.TemporaryDirectory(prefix="fb-demo-") as tmp:
+            yield Path(tmp)
+        return
+    with storage_errors():
         directory.mkdir(parents=True, exist_ok=True)
-        yield directory
-        return
-    if keep:
-        yield Path(tempfile.mkdtemp(prefix="fb-demo-"))
-        return
-    with tempfile.TemporaryDirectory(prefix="fb-demo-") as tmp:
-        yield Path(tmp)
+    yield directory.resolve()
+
+
+def _demo_codec(ctx: click.Context, param: click.Parameter, spec: str) -> Codec[Any]:
+    """Build the codec ``spec`` names, and refuse it up front unless it stores the demo's bytes."""
+    try:
+        codec = get_codec(spec)
+    except (LookupError, ImportError, FbError) as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    sample = b"fb demo \x00\xff" * 8
+    buffer = io.BytesIO()
+    try:
+        codec.dump(sample, buffer)
+        buffer.seek(0)
+        same = codec.load(buffer) == sample
+    except Exception as exc:
+        same, why = False, f": {exc}"
+    else:
+        why = ": it gives back another value"
+    if not same:
+        raise click.BadParameter(
+            f"codec {spec!r} cannot store the demo's values, which are bytes objects{why}; "
+            "try pickle, msgpack, zstd:pickle or lz4:msgpack",
+            ctx,
+            param,
+        )
+    return codec
 
 
 def _mbps(nbytes: int, seconds: float) -> float:
@@ -100,7 +129,7 @@ def _mbps(nbytes: int, seconds: float) -> float:
 )
 @click.option(
     "--item-kib",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_ITEM_KIB),
     default=1024,
     show_default=True,
     help="Size of each object, in KiB.",
@@ -123,9 +152,16 @@ def _mbps(nbytes: int, seconds: float) -> float:
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Cache directory (default: a fresh temporary directory, removed afterwards).",
+    help="Keep the cache in DIR/cache (default: in a fresh temporary directory, removed "
+    "afterwards).",
 )
-@click.option("--codec", default="pickle", show_default=True, help="Codec name.")
+@click.option(
+    "--codec",
+    default="pickle",
+    show_default=True,
+    callback=_demo_codec,
+    help="Codec name; one that stores bytes objects (pickle, msgpack, zstd:pickle, ...).",
+)
 @click.option(
     "--workers",
     type=click.IntRange(1),
@@ -142,7 +178,7 @@ def demo(
     budget: float,
     reads: int | None,
     directory: Path | None,
-    codec: str,
+    codec: Codec[Any],
     workers: int,
     seed: int,
     as_json: bool,
@@ -153,7 +189,8 @@ def demo(
     The demo inserts TOTAL_MIB of distinct byte objects into a pool whose byte budget is
     BUDGET of that, so most objects are spilled to the cache directory; then it reads
     objects back in random order and compares each, byte for byte, with what was inserted.
-    It ends with the pool's statistics and the throughput of each phase.
+    It ends with the pool's statistics, the throughput of each phase, and where the cache
+    was (and what is left there). Progress bars go to standard error.
     """
     item_bytes = item_kib * 1024
     count = max(1, total_mib * MIB // item_bytes)
@@ -161,17 +198,19 @@ def demo(
     n_reads = 2 * count if reads is None else reads
     max_bytes = int(total * budget)
     rng = random.Random(seed)
-    show = not quiet and not as_json
+    hidden = quiet or as_json
 
-    with _workdir(directory, keep=False) as work:
-        strategy: FBStore[bytes] = FBStore(get_codec(codec), PreparedPath(work / "cache"))
+    with _workdir(directory) as work:
+        cache_dir = work / "cache"
+        with storage_errors():  # a cache directory that is a file, or that a live store owns
+            strategy: FBStore[bytes] = FBStore(codec, PreparedPath(cache_dir))
         with BackingStore(strategy, max_workers=workers) as store:
             pool: FBPool[bytes] = FBPool(store, max_bytes=max_bytes)
             payloads = _Payloads(item_bytes, seed)
             handles: list[Fb[bytes]] = []
             start = time.perf_counter()
             with click.progressbar(
-                length=count, label="insert", file=None if show else open(os.devnull, "w")
+                length=count, label="insert", hidden=hidden, file=sys.stderr
             ) as bar:
                 for _ in range(count):
                     handles.append(pool.insert(payloads.make(len(handles))))
@@ -183,7 +222,7 @@ def demo(
             bad = 0
             start = time.perf_counter()
             with click.progressbar(
-                length=n_reads, label="read  ", file=None if show else open(os.devnull, "w")
+                length=n_reads, label="read  ", hidden=hidden, file=sys.stderr
             ) as bar:
                 for index in order:
                     with handles[index].load() as value:
@@ -195,6 +234,7 @@ def demo(
             for handle in handles:
                 handle.close()
             store.finished()
+        left = _inspect.list_location(PreparedPath(cache_dir)).blobs
 
     summary: dict[str, Any] = {
         "objects": count,
@@ -208,6 +248,12 @@ def demo(
         "insert_mib_s": _mbps(total, insert_s),
         "read_seconds": read_s,
         "read_mib_s": _mbps(n_reads * item_bytes, read_s),
+        "cache": {
+            "path": str(cache_dir),
+            "kept": directory is not None,
+            "blobs_left": len(left),
+            "bytes_left": sum(file.size for file in left),
+        },
         "statistics": {
             name: getattr(stats, name)
             for name in (
@@ -226,21 +272,34 @@ def demo(
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        s = summary["statistics"]
-        click.echo(
-            f"\n{count} objects x {item_kib} KiB = {total / MIB:.0f} MiB through a "
-            f"{max_bytes / MIB:.0f} MiB budget ({budget:.0%})\n"
-            f"  insert: {insert_s:6.2f} s  {summary['insert_mib_s']:8.1f} MiB/s "
-            f"(includes draining write-back)\n"
-            f"  read:   {read_s:6.2f} s  {summary['read_mib_s']:8.1f} MiB/s  "
-            f"{n_reads} random reads, hit ratio {stats.hit_ratio:.0%}\n"
-            f"  stores {s['stores']}, loads {s['loads']}, evictions "
-            f"{s['evictions_dirty']} dirty + {s['evictions_clean']} clean, "
-            f"{s['bytes_written'] / MIB:.0f} MiB written\n"
-            f"  verified {n_reads - bad}/{n_reads} reads" + ("" if not bad else f", {bad} CORRUPT")
-        )
+        _demo_report(summary, item_kib, budget, stats.hit_ratio)
     if bad:
         raise SystemExit(1)
+
+
+def _demo_report(summary: dict[str, Any], item_kib: int, budget: float, hit_ratio: float) -> None:
+    s, cache = summary["statistics"], summary["cache"]
+    if cache["kept"]:
+        where = (
+            f"kept, {cache['blobs_left']} blob(s) left, {human_size(cache['bytes_left'])} "
+            "(closing a handle deletes its blob)"
+        )
+    else:
+        where = "a temporary directory, now removed (--dir keeps it)"
+    click.echo(
+        f"{summary['objects']} objects x {item_kib} KiB = {human_size(summary['total_bytes'])} "
+        f"through a {human_size(summary['budget_bytes'])} budget ({budget:.0%})\n"
+        f"  insert: {summary['insert_seconds']:6.2f} s  {summary['insert_mib_s']:8.1f} MiB/s "
+        f"(includes draining write-back)\n"
+        f"  read:   {summary['read_seconds']:6.2f} s  {summary['read_mib_s']:8.1f} MiB/s  "
+        f"{summary['reads']} random reads, hit ratio {hit_ratio:.0%}\n"
+        f"  stores {s['stores']}, loads {s['loads']}, evictions "
+        f"{s['evictions_dirty']} dirty + {s['evictions_clean']} clean, "
+        f"{human_size(s['bytes_written'])} written\n"
+        f"  verified {summary['verified']}/{summary['reads']} reads"
+        + (f", {summary['corrupt']} CORRUPT" if summary["corrupt"] else "")
+        + f"\n  cache:  {cache['path']} ({where})"
+    )
 
 
 @main.command("gc", short_help="Find leftovers of dead stores and orphans; --yes deletes.")
@@ -261,6 +320,15 @@ def demo(
     help="Where no lock tells whether a writer is alive, delete only temporary files at "
     "least this old.",
 )
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=None,
+    metavar="SECONDS",
+    help="Off local disk, a store is dead once its lease (or, without one, its newest "
+    f"file) is this old.  [default: {GRACE_INTERVALS} refresh intervals of its lease, "
+    f"{GRACE_INTERVALS * DEFAULT_INTERVAL:g} s without one]",
+)
 @click.option("--yes", is_flag=True, help="Delete (the default is a dry run).")
 def gc_command(
     url: str,
@@ -269,6 +337,7 @@ def gc_command(
     as_json: bool,
     manifest: Path | None,
     min_age: float,
+    grace: float | None,
     yes: bool,
 ) -> None:
     """Find (and with --yes delete) what crashed or finished processes left at URL.
@@ -276,6 +345,13 @@ def gc_command(
     In a cache directory whose lock no live store holds: every blob and temporary file
     (what the next store to open it would sweep). The lock is held while gc works, so no
     store can open the directory meanwhile. If a live store holds it, nothing is touched.
+
+    Off local disk (S3, memory://...), where no lock can tell, a store keeps a lease at its
+    prefix, refreshed while it lives; URL may be a store's prefix, or an open_pool URL
+    whose session prefixes (fb-<32 hex>, fb-dask-<32 hex>) are judged one by one. The
+    files of a store whose lease is older than --grace (or that has none and no file
+    younger than --grace) are deleted, its lease last. A store with a fresh lease is never
+    touched.
 
     In a persist location: temporary files older than --min-age, and with --manifest the
     blobs whose keys it does not list (none if it lists none of them: a wrong manifest is
@@ -292,15 +368,36 @@ def gc_command(
             keep = _gc.read_manifest(manifest)
         except (OSError, ValueError) as exc:
             raise click.BadParameter(str(exc), param_hint="--manifest") from None
+    now = time.time()
     with storage_errors(), _inspect.hold_lock(location) as locked:
         listing = _inspect.list_location(location)
-        if keep is not None and listing.kind == "cache":
+        sessions = _gc.find_sessions(location, listing, now=now, grace=grace)
+        if keep is not None and (listing.kind == "cache" or any(not s.name for s in sessions)):
             raise click.UsageError("--manifest is for persist locations, not cache directories")
-        plan = _gc.plan_gc(listing, locked=locked, manifest=keep, min_age=min_age, now=time.time())
+        plan = _gc.plan_gc(
+            listing, locked=locked, manifest=keep, min_age=min_age, now=now, sessions=sessions
+        )
         failures = _gc.delete_files(location, [i.file for i in plan.delete]) if yes else []
     _gc_report(listing.url, plan, yes, failures, as_json)
     if (plan.delete and not yes) or failures or plan.missing or plan.refused:
         sys.exit(PROBLEMS)
+
+
+def _session_json(session: _gc.Session) -> dict[str, Any]:
+    holder = session.holder
+    return {
+        "name": session.name,
+        "alive": session.liveness.alive,
+        "reason": session.liveness.reason,
+        "last_seen": session.liveness.last_seen,
+        "grace": session.liveness.grace,
+        "holder": None if holder is None else attrs.asdict(holder),
+        "blobs": len(session.blobs),
+        "bytes": sum(file.size for file in session.files),
+        "temp_files": len(session.temp_files),
+        "leases": len(session.leases),
+        "foreign": [file.name for file in session.foreign],
+    }
 
 
 def _gc_report(
@@ -324,6 +421,7 @@ def _gc_report(
                 "missing": list(plan.missing),
                 "foreign": [file.name for file in plan.foreign],
                 "refused": plan.refused,
+                "sessions": [_session_json(session) for session in plan.sessions],
             }
         )
         return
@@ -331,6 +429,13 @@ def _gc_report(
     if plan.locked:
         click.echo("a live store holds the lock: the directory is in use; nothing touched")
         return
+    for session in plan.sessions:
+        state = "live, left alone" if session.liveness.alive else "dead"
+        size = human_size(sum(file.size for file in session.files))
+        click.echo(
+            f"{'session ' + session.name if session.name else 'store'}: {state}: "
+            f"{session.liveness.reason}; {len(session.blobs)} blob(s), {size}"
+        )
     verb = "deleted" if yes else "would delete"
     for item in plan.delete:
         click.echo(f"{verb} {item.file.name} ({human_size(item.file.size)}): {item.reason}")
@@ -341,7 +446,9 @@ def _gc_report(
     if plan.kept_blobs:
         click.echo(f"kept {len(plan.kept_blobs)} blob(s)")
     if plan.kept_recent:
-        click.echo(f"kept {len(plan.kept_recent)} temporary file(s) younger than --min-age")
+        live = any(not session.name for session in plan.sessions)
+        why = "of a live store" if live else "younger than --min-age"
+        click.echo(f"kept {len(plan.kept_recent)} temporary file(s) {why}")
     if plan.refused:
         click.echo(f"REFUSED: {plan.refused}")
     for key in plan.missing:

@@ -372,6 +372,16 @@ CASES: dict[str, Bad] = {
     "open-pool-without-budget": Bad(
         lambda c: fb.open_pool(c.tmp / "y"), ValueError, text("budget")
     ),
+    "open-pool-mistyped-keyword": Bad(
+        lambda c: fb.open_pool(c.tmp / "y", max_items=3, max_byte=100),  # type: ignore[call-arg]
+        TypeError,
+        text("did you mean 'max_bytes'?"),
+    ),
+    "prepared-path-loose-storage-option": Bad(
+        lambda c: PreparedPath(c.tmp / "y", anon=True),  # type: ignore[call-arg]
+        TypeError,
+        text("storage_options={'anon': ...}"),
+    ),
     "save-max-concurrency-zero": Bad(
         lambda c: fb.save([c.handle], c.tracked, list, max_concurrency=0), ValueError, text("0")
     ),

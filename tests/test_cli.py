@@ -90,6 +90,40 @@ def test_demo_still_runs(tmp_path: Path) -> None:
     assert summary["verified"] == summary["reads"]
 
 
+def test_demo_progress_goes_to_stderr(tmp_path: Path) -> None:
+    """Off a terminal the progress bars' labels are on stderr; stdout holds only the summary."""
+    done = fb("demo", "--total-mib", "1", "--item-kib", "64")
+    assert done.returncode == 0, done.stderr
+    assert "insert" in done.stderr
+    assert "read" in done.stderr
+    assert done.stdout.startswith("16 objects x 64 KiB"), done.stdout
+    assert fb("demo", "--total-mib", "1", "--item-kib", "64", "--quiet").stderr == ""
+
+
+def test_demo_says_where_its_cache_went(tmp_path: Path) -> None:
+    """The summary names the cache directory, and says it was removed or what is left in it."""
+    temporary = fb("demo", "--total-mib", "1", "--item-kib", "64", "--quiet")
+    assert temporary.returncode == 0
+    line = temporary.stdout.splitlines()[-1]
+    assert line.startswith("  cache:  /")
+    assert "removed" in line
+    path = Path(line.split()[1])
+    assert path.name == "cache"
+    assert not path.parent.exists()
+    kept = fb("demo", "--total-mib", "1", "--item-kib", "64", "--dir", str(tmp_path), "--quiet")
+    assert kept.returncode == 0
+    assert f"  cache:  {tmp_path / 'cache'} (kept, 0 blob(s) left" in kept.stdout
+    summary = fb_json(
+        "demo", "--total-mib", "1", "--item-kib", "64", "--dir", str(tmp_path), "--quiet"
+    )
+    assert summary["cache"] == {
+        "path": str(tmp_path / "cache"),
+        "kept": True,
+        "blobs_left": 0,
+        "bytes_left": 0,
+    }
+
+
 # -- storage options ------------------------------------------------------------------------
 
 
@@ -164,6 +198,9 @@ def test_ls_and_verify_on_s3(s3: S3Bucket) -> None:
     assert all(blob["age_seconds"] is not None for blob in listed["blobs"])
     env = {"FB_STORAGE_OPTIONS": json.dumps({**s3.options, "secret": SENTINEL})}
     assert fb_json("verify", url, env=env)["checked"] == 3
+    nothing = fb("verify", s3.url("nothing-here"), env=env)
+    assert nothing.returncode == 2, nothing.stderr
+    assert "not an fb location" in nothing.stderr
 
     name = f"spill/{keys[0].hex[:2]}/{keys[0].hex}"
     data = bytearray(s3.get(name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,25 @@ def test_inspect_key_shows_header_and_checksum(persisted: tuple[Path, list[UUID]
     assert blob["ok"] is True
     text = fb("inspect", str(persist), str(keys[0]))
     assert text.returncode == 0
-    assert "status          ok" in text.stdout
+    assert text.stdout.splitlines()[-1].split() == ["status", "ok"]
+
+
+def test_inspect_key_prints_an_iso_time_in_aligned_rows(
+    persisted: tuple[Path, list[UUID]],
+) -> None:
+    """Every row's value starts in one column, and mtime is an ISO 8601 time, not epoch seconds."""
+    persist, keys = persisted
+    text = fb("inspect", str(persist), keys[0].hex)
+    assert text.returncode == 0
+    lines = text.stdout.splitlines()
+    rows = {line.split()[0]: line for line in lines}
+    assert {"mtime", "checksum_algorithm", "status"} <= set(rows)
+    starts = {len(line) - len(line.split(maxsplit=1)[1]) for line in lines}
+    assert len(starts) == 1, text.stdout
+    mtime = datetime.datetime.fromisoformat(rows["mtime"].split()[1])
+    assert mtime.tzinfo is not None
+    actual = blob_file(persist, keys[0]).stat().st_mtime
+    assert abs(mtime.timestamp() - actual) < 1
 
 
 def test_inspect_key_of_a_corrupt_or_missing_blob_exits_with_1(
@@ -240,7 +259,7 @@ def test_verify_checks_signatures_with_a_key_from_the_environment(tmp_path: Path
     unsigned = fb_json(
         "verify", str(plain), "--secret-key-env", "FB_TEST_KEY", code=1, env={"FB_TEST_KEY": SECRET}
     )
-    assert unsigned["corrupt"][0]["error"] == "blob is not signed"
+    assert unsigned["unsigned"][0]["error"] == "blob is not signed"
     unchecked = fb_json("verify", str(signed))
     assert unchecked["signatures"] is False
     assert unchecked["corrupt"] == []
@@ -249,3 +268,43 @@ def test_verify_checks_signatures_with_a_key_from_the_environment(tmp_path: Path
         assert done.returncode == 2
         assert "FB_TEST_KEY" in done.stderr
     assert SECRET not in good.__repr__() + wrong.stdout + wrong.stderr
+
+
+def test_verify_calls_unsigned_blobs_unsigned_not_corrupt(tmp_path: Path) -> None:
+    """With a key, unsigned blobs are UNSIGNED (status 1); a damaged unsigned one is CORRUPT."""
+    plain = tmp_path / "plain"
+    keys = write_blobs(plain, 3)
+    flip(blob_file(plain, keys[0]), blob_file(plain, keys[0]).stat().st_size // 2)
+    env = {"FB_TEST_KEY": SECRET}
+    args = ("verify", str(plain), "--secret-key-env", "FB_TEST_KEY")
+    text = fb(*args, "--quiet", env=env)
+    assert text.returncode == 1
+    assert text.stdout.count("UNSIGNED ") == 2
+    assert text.stdout.count("CORRUPT ") == 1
+    assert "; 1 CORRUPT; 2 UNSIGNED" in text.stdout
+    report = fb_json(*args, code=1, env=env)
+    assert {entry["key"] for entry in report["unsigned"]} == {k.hex for k in keys[1:]}
+    assert [entry["key"] for entry in report["corrupt"]] == [keys[0].hex]
+    inspected = fb("inspect", str(plain), keys[1].hex, "--secret-key-env", "FB_TEST_KEY", env=env)
+    assert inspected.returncode == 1
+    assert inspected.stdout.splitlines()[-1].split() == ["status", "UNSIGNED"]
+    assert (
+        fb_json(
+            "inspect", str(plain), keys[1].hex, "--secret-key-env", "FB_TEST_KEY", code=1, env=env
+        )["status"]
+        == "unsigned"
+    )
+
+
+def test_verify_lists_foreign_names(cache: Path, dead_cache: list[UUID]) -> None:
+    """The text output names the foreign names it left alone, the first ten and how many more."""
+    names = [f"notes-{i:02}.txt" for i in range(13)]
+    for name in names:
+        (cache / name).write_text("mine")
+    text = fb("verify", str(cache), "--quiet")
+    assert text.returncode == 0
+    last = text.stdout.splitlines()[-1]
+    assert last.startswith("13 foreign name(s) left alone")
+    assert all(name in last for name in names[:10])
+    assert names[10] not in last
+    assert last.endswith("… and 3 more")

@@ -136,6 +136,38 @@ def test_listing_of_a_missing_location_raises(tmp_path: Path) -> None:
         _inspect.list_location(PreparedPath(tmp_path / "nowhere"))
 
 
+def test_listing_of_a_regular_file_raises_not_a_directory(tmp_path: Path) -> None:
+    """A location that is a file is named as not a directory, by listings, finds and locks."""
+    regular = tmp_path / "data.bin"
+    regular.write_bytes(b"x")
+    location = PreparedPath(regular)
+    with pytest.raises(NotADirectoryError, match=r"data\.bin"):
+        _inspect.list_location(location)
+    with pytest.raises(NotADirectoryError, match=r"data\.bin"):
+        _inspect.find_blob(location, uuid4())
+    with pytest.raises(NotADirectoryError, match=r"data\.bin"), _inspect.hold_lock(location):
+        pass
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        _inspect.find_blob(PreparedPath(tmp_path / "nowhere"), uuid4())
+
+
+def test_listing_raises_on_a_directory_it_cannot_read(
+    cache: Path, keys: list[UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard that cannot be read fails the listing instead of being skipped in silence."""
+    shard = str(blob_file(cache, keys[0]).parent)
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        if os.fspath(path) == shard:
+            raise PermissionError(13, "Permission denied", shard)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(PermissionError, match=keys[0].hex[:2]):
+        _inspect.list_location(PreparedPath(cache))
+
+
 def test_listing_on_an_fsspec_filesystem() -> None:
     """A memory:// location is listed through fsspec, with the same classification."""
     url = f"memory://fb-inspect-{uuid4().hex}"
@@ -252,6 +284,28 @@ def test_check_of_signed_blobs(tmp_path: Path) -> None:
     unsigned = _inspect.check_blob(plain_loc, stored(plain_loc, plain_key), secret=SECRET.encode())
     assert not unsigned.ok
     assert unsigned.error == "blob is not signed"
+
+
+def test_status_tells_unsigned_from_corrupt(tmp_path: Path) -> None:
+    """An unsigned blob checked with a key is ``unsigned``; a wrong signature is ``corrupt``."""
+    signed_root, plain_root = tmp_path / "signed", tmp_path / "plain"
+    (signed_key,) = write_blobs(signed_root, [b"payload" * 50], secret_key=SECRET)
+    (plain_key,) = write_blobs(plain_root, [b"payload" * 50])
+    signed_loc, plain_loc = PreparedPath(signed_root), PreparedPath(plain_root)
+    secret = SECRET.encode()
+    assert (
+        _inspect.check_blob(signed_loc, stored(signed_loc, signed_key), secret=secret).status
+        == "ok"
+    )
+    unsigned = _inspect.check_blob(plain_loc, stored(plain_loc, plain_key), secret=secret)
+    assert unsigned.status == "unsigned"
+    wrong = _inspect.check_blob(
+        signed_loc, stored(signed_loc, signed_key), secret=b"another key of enough length"
+    )
+    assert wrong.status == "corrupt"
+    damaged = blob_file(plain_root, plain_key)
+    damaged.write_bytes(b"not an fb blob at all")
+    assert _inspect.check_blob(plain_loc, stored(plain_loc, plain_key)).status == "corrupt"
 
 
 def test_find_blob(cache: Path, keys: list[UUID]) -> None:

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 
 import fb
 from fb import BackingStore, FBPool, TrackedPath
-from fb.backends import PreparedPath
+from fb.backends import FBStore, PreparedPath
 from fb.exceptions import ForeignLocationError
 from tests.conftest import value_of
 from tests.persist_helpers import (
@@ -65,6 +67,40 @@ def test_track_path_accepts_a_path_a_string_a_url_and_a_prepared_path(
         assert tracked.keys() == {key}, spelling
         assert key in tracked
         assert tracked.path == PreparedPath(persist_dir)
+
+
+def test_track_path_on_the_store_filesystem_reuses_its_filesystem(
+    tmp_path: Path, persist_dir: Path
+) -> None:
+    """A path or URL on the store's filesystem is tracked through the store's own fs object."""
+    fs = LocalFileSystem(skip_instance_cache=True)  # not fsspec's shared default instance
+    backend: FBStore[str] = FBStore("pickle", PreparedPath(tmp_path / "mine", fs=fs))
+    with BackingStore(backend) as store:
+        for spelling in (persist_dir, str(persist_dir), persist_dir.as_uri()):
+            tracked = store.track_path(spelling)
+            assert tracked.path.fs is fs, spelling
+            assert tracked.path.root == str(persist_dir)
+        handle = FBPool(store, max_items=0).insert("x")
+        key = handle.persist(tracked)
+        assert blob(persist_dir, key).is_file()
+        handle.close()
+
+
+def test_track_path_keeps_a_prepared_path_and_another_protocol_apart(
+    store: BackingStore[Any], persist_dir: Path
+) -> None:
+    """A given `PreparedPath` keeps its own filesystem; another protocol gets one of its own."""
+    mine = PreparedPath(persist_dir, storage_options={"auto_mkdir": True})
+    assert store.track_path(mine).path is mine
+    url = f"memory://fb-test-{uuid.uuid4().hex}"
+    location = PreparedPath(url)
+    location.fs.makedirs(location.root)
+    try:
+        tracked = store.track_path(url)
+        assert isinstance(tracked.path.fs, MemoryFileSystem)
+        assert tracked.path == location
+    finally:
+        location.fs.rm(location.root, recursive=True)
 
 
 def test_track_path_finds_keys_persisted_by_an_earlier_store(

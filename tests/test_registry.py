@@ -395,8 +395,10 @@ def test_open_backend_picks_the_backend_from_the_url(tmp_path: Path) -> None:
 def test_storage_options_go_to_fsspec_but_not_next_to_a_prepared_path(tmp_path: Path) -> None:
     """Storage options build the PreparedPath; with a ready PreparedPath they are refused."""
     with pytest.raises(TypeError, match="PreparedPath"):
-        fbstore_backend("pickle", PreparedPath(tmp_path / "a"), auto_mkdir=True)
-    store = fbstore_backend("pickle", str(tmp_path / "b"), auto_mkdir=True)
+        fbstore_backend(
+            "pickle", PreparedPath(tmp_path / "a"), storage_options={"auto_mkdir": True}
+        )
+    store = fbstore_backend("pickle", str(tmp_path / "b"), storage_options={"auto_mkdir": True})
     assert store.path.fs.auto_mkdir
     store.close()
 

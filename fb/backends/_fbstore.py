@@ -11,7 +11,9 @@ import os
 import re
 import secrets
 import threading
-from typing import IO, TypeVar, cast
+import weakref
+from collections.abc import Mapping
+from typing import IO, Any, TypeVar, cast
 from uuid import UUID
 
 from fsspec.spec import AbstractFileSystem
@@ -25,6 +27,7 @@ from .._blob import (
     new_checksum,
     new_mac,
 )
+from .._keywords import check_keywords
 from ..codecs import get_codec
 from ..exceptions import (
     BlobNotFoundError,
@@ -38,8 +41,9 @@ from ..typing import Codec
 from . import _locations
 from ._decode import BlobReader
 from ._fdsink import FdSink
+from ._lease import LeaseKeeper
 from ._locations import remote_errors
-from ._prepared_path import SHARDS, PreparedPath
+from ._prepared_path import SHARDS, PreparedPath, as_prepared_path
 
 __all__ = ["FBStore"]
 
@@ -111,6 +115,8 @@ class FBStore(BlobReader[T]):
     Args:
         codec: a `Codec` or a codec name such as ``"pickle"``.
         path: a `PreparedPath`, a local path, or a URL.
+        storage_options: fsspec storage options to reach a URL ``path`` (see
+            `PreparedPath`); a `PreparedPath` carries its own.
         secret_key: sign every blob with HMAC-SHA256 under this key (at least 16 bytes),
             and refuse any blob whose signature does not check out before its bytes reach
             the codec. Use it whenever the location is shared or writable by others and
@@ -123,11 +129,13 @@ class FBStore(BlobReader[T]):
         but ``__init__`` and `close` does blocking I/O.
     """
 
+    @check_keywords
     def __init__(
         self,
         codec: Codec[T] | str,
         path: PreparedPath | str | os.PathLike[str],
         *,
+        storage_options: Mapping[str, Any] | None = None,
         sweep: bool | None = None,
         secret_key: bytes | str | None = None,
     ) -> None:
@@ -135,7 +143,7 @@ class FBStore(BlobReader[T]):
         self.codec: Codec[T] = get_codec(codec)
         # The exact header this store writes: a blob that starts with it takes the fast path.
         self._header = encode_header(self.codec.name, signed=self._secret is not None)
-        self.path = path if isinstance(path, PreparedPath) else PreparedPath(path)
+        self.path = as_prepared_path(path, storage_options, "FBStore()")
         self._lock_fd: int | None = None
         self._close_lock = threading.Lock()
         self._claimed: set[str] = set()
@@ -144,6 +152,11 @@ class FBStore(BlobReader[T]):
             self._lock_fd = self._acquire_lock()
         if sweep or (sweep is None and self.path.is_local):
             self.sweep()
+        # No lock outside local disk: a lease tells `fb gc` this store is alive (_lease.py).
+        self._lease = None if self.path.is_local else LeaseKeeper(self.path)
+        if self._lease is not None:
+            self._lease.start()
+            weakref.finalize(self, self._lease.stop, wait=False)  # dropped unclosed: stop
 
     def __repr__(self) -> str:
         signed = ", signed" if self._secret is not None else ""
@@ -215,6 +228,8 @@ class FBStore(BlobReader[T]):
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # closing the descriptor releases the flock
                 self._lock_fd = None
+            if self._lease is not None:
+                self._lease.close()  # last: the blobs were deleted before
 
     # -- blobs -----------------------------------------------------------------------------
 

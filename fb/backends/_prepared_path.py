@@ -5,13 +5,17 @@ from __future__ import annotations
 import copy
 import errno
 import os
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
 
-__all__ = ["OBJECT_STORE_PROTOCOLS", "PreparedPath"]
+from .._keywords import check_keywords, storage_options_dict
+
+__all__ = ["OBJECT_STORE_PROTOCOLS", "PreparedPath", "as_prepared_path", "location_like"]
 
 SHARDS = tuple(f"{i:02x}" for i in range(256))
 
@@ -68,9 +72,15 @@ class PreparedPath:
 
     Args:
         path_or_url: a local path, a ``file://`` URL, or any fsspec URL.
+        storage_options: passed to fsspec to build the filesystem (for S3, e.g.
+            ``{"client_kwargs": {"endpoint_url": ...}}``). They may hold credentials, so they
+            never appear in reprs or logs.
         fs: an fsspec filesystem object; ``path_or_url`` is then a path inside it.
-        **storage_options: passed to fsspec to build the filesystem. They may hold
-            credentials, so they never appear in reprs or logs.
+
+    Raises:
+        TypeError: ``path_or_url`` is not a path, ``storage_options`` is not a mapping, both
+            ``storage_options`` and ``fs`` are given, or a keyword is unknown (storage options
+            go in the ``storage_options`` mapping, never loose).
 
     Notes:
         Thread-safe. Fork-safe: a child process rebuilds its own filesystem object on first
@@ -81,28 +91,33 @@ class PreparedPath:
 
     root: str
 
+    @check_keywords
     def __init__(
-        self, path_or_url: str | os.PathLike[str], *, fs: Any = None, **storage_options: Any
+        self,
+        path_or_url: str | os.PathLike[str],
+        storage_options: Mapping[str, Any] | None = None,
+        fs: Any = None,
     ) -> None:
         if not isinstance(path_or_url, str | os.PathLike):
             raise TypeError(f"a path or URL is needed, not {path_or_url!r}")
+        options = storage_options_dict(storage_options, "PreparedPath()")
         target = os.fspath(path_or_url)
         if not target:
             raise ValueError("an empty path is not a location")
         if fs is None:
             protocol = target.split("://", 1)[0] if "://" in target else "file"
             if protocol in ("s3", "s3a"):
-                storage_options = _merge(_S3_DEFAULTS, storage_options)
-            fs, root = fsspec.core.url_to_fs(target, **storage_options)
+                options = _merge(_S3_DEFAULTS, options)
+            fs, root = fsspec.core.url_to_fs(target, **options)
         else:
-            if storage_options:
-                raise TypeError("pass either fs= or storage options, not both")
+            if options:
+                raise TypeError("pass either fs= or storage_options, not both")
             root = fs._strip_protocol(target)
         if isinstance(fs, LocalFileSystem):
             root = os.path.abspath(root)
         self._fs = fs
         self._pid = os.getpid()
-        self._options: dict[str, Any] = dict(storage_options)
+        self._options: dict[str, Any] = options
         self.root = str(root).rstrip("/") or "/"
         self._url = str(fs.unstrip_protocol(self.root))
 
@@ -213,3 +228,44 @@ class PreparedPath:
         self._options = state["options"]
         self._fs = state["fs_class"](*state["storage_args"], **state["storage_options"])
         self._pid = os.getpid()
+
+
+def as_prepared_path(
+    path_or_url: PreparedPath | str | os.PathLike[str],
+    storage_options: Mapping[str, Any] | None,
+    where: str,
+) -> PreparedPath:
+    """Return ``path_or_url`` as a `PreparedPath`, built with ``storage_options`` if needed.
+
+    Raises:
+        TypeError: storage options are given next to a ready `PreparedPath`, which carries
+            its own.
+    """
+    if isinstance(path_or_url, PreparedPath):
+        if storage_options:
+            raise TypeError(f"{where}: storage options belong in the PreparedPath, not next to it")
+        return path_or_url
+    return PreparedPath(path_or_url, storage_options=storage_options)
+
+
+def location_like(
+    location: PreparedPath | str | os.PathLike[str], like: PreparedPath | None
+) -> PreparedPath:
+    """Return ``location`` as a `PreparedPath`, on the filesystem of ``like`` if it is there.
+
+    A path or URL on the same filesystem as ``like`` (same protocol: a local path next to a
+    local cache, another ``s3://`` prefix next to an S3 cache) reuses ``like``'s filesystem
+    object, so it gets the same endpoint, credentials and other storage options. A ready
+    `PreparedPath` is used as it is: options given explicitly win.
+    """
+    if isinstance(location, PreparedPath):
+        return location
+    # Only the protocol is compared: another bucket of one object store is the same
+    # filesystem, reached with the same client.
+    if (
+        like is not None
+        and isinstance(location, str | os.PathLike)  # else PreparedPath names the culprit
+        and get_protocol(os.fspath(location)) in _protocols(like.fs)
+    ):
+        return PreparedPath(location, fs=like.fs)
+    return PreparedPath(location)

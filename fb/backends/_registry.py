@@ -1,8 +1,9 @@
 """The backend registry: URL protocols (``"file"``, ``"memory"``, ``"s3"``) to backend factories.
 
 A backend factory is called as ``factory(codec, path_or_url, **options)`` and returns a
-`Strategy`. Every built-in builds an `FBStore` over fsspec; plugins add others through the
-``fb.backends`` entry-point group.
+`Strategy`. fsspec storage options, when the caller gives any, arrive in one mapping as
+``storage_options={...}``. Every built-in builds an `FBStore` over fsspec; plugins add others
+through the ``fb.backends`` entry-point group.
 
 Lookup follows `fb._plugins`: `register_backend` > the ``fb.backends`` entry points (read on
 the first miss, not at import) > the built-ins.
@@ -16,11 +17,12 @@ from typing import Any, Protocol
 
 from fsspec.utils import get_protocol
 
+from .._keywords import check_keywords
 from .._plugins import Builtin, PluginRegistry
 from ..codecs import get_codec
 from ..typing import Codec, Strategy
 from ._fbstore import FBStore
-from ._prepared_path import PreparedPath
+from ._prepared_path import PreparedPath, as_prepared_path
 
 __all__ = [
     "BackendFactory",
@@ -34,7 +36,11 @@ __all__ = [
 
 
 class BackendFactory(Protocol):
-    """Builds a backend: ``factory(codec, path_or_url, **options) -> Strategy``."""
+    """Builds a backend: ``factory(codec, path_or_url, **options) -> Strategy``.
+
+    fb passes fsspec storage options, when the caller gives any, as one keyword,
+    ``storage_options={...}``; a factory that takes none may refuse it.
+    """
 
     def __call__(
         self, codec: Codec[Any] | str, path_or_url: Any, /, **options: Any
@@ -43,31 +49,32 @@ class BackendFactory(Protocol):
         ...
 
 
+@check_keywords
 def fbstore_backend(
     codec: Codec[Any] | str,
     path_or_url: PreparedPath | str | os.PathLike[str],
     /,
     *,
+    storage_options: Mapping[str, Any] | None = None,
     sweep: bool | None = None,
     secret_key: bytes | str | None = None,
-    **storage_options: Any,
 ) -> FBStore[Any]:
     """Build an `FBStore`: the factory of the built-in backends (any fsspec filesystem).
 
     Args:
         codec: a codec or a codec spec.
         path_or_url: a `PreparedPath`, a local path or an fsspec URL.
+        storage_options: passed to fsspec through `PreparedPath` (e.g.
+            ``{"client_kwargs": …}`` for S3); not allowed with a `PreparedPath`, which
+            carries its own.
         sweep: passed to `FBStore`.
         secret_key: passed to `FBStore` (sign and check blobs).
-        **storage_options: passed to fsspec through `PreparedPath` (e.g. ``client_kwargs``
-            for S3); not allowed with a `PreparedPath`, which carries its own.
+
+    Raises:
+        TypeError: a keyword is unknown (the message suggests the one meant), or storage
+            options are given next to a `PreparedPath`.
     """
-    if isinstance(path_or_url, PreparedPath):
-        if storage_options:
-            raise TypeError("storage options belong in the PreparedPath, not next to it")
-        path = path_or_url
-    else:
-        path = PreparedPath(path_or_url, **storage_options)
+    path = as_prepared_path(path_or_url, storage_options, "fbstore_backend()")
     return FBStore(codec, path, sweep=sweep, secret_key=secret_key)
 
 
@@ -126,6 +133,8 @@ def get_backend(name: str) -> BackendFactory:
 def open_backend(
     path_or_url: PreparedPath | str | os.PathLike[str],
     codec: Codec[Any] | str = "pickle",
+    *,
+    storage_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Strategy[Any]:
     """Build the backend that the protocol of ``path_or_url`` names (a plain path: ``file``).
@@ -133,7 +142,11 @@ def open_backend(
     Args:
         path_or_url: a local path, a URL, or a `PreparedPath`.
         codec: a codec or a codec spec, resolved by `fb.codecs.get_codec`.
-        **options: passed to the backend factory (storage options for the built-ins).
+        storage_options: fsspec storage options, passed to the factory as
+            ``storage_options=`` (only when given, so a backend that takes none never
+            sees them).
+        **options: the backend's own options (``sweep``, ``secret_key`` for the
+            built-ins), passed to the factory, which refuses those it does not know.
 
     Raises:
         PluginNotFoundError: no backend serves that protocol.
@@ -142,4 +155,6 @@ def open_backend(
         protocol = get_protocol(path_or_url.url)
     else:
         protocol = get_protocol(os.fspath(path_or_url))
+    if storage_options is not None:
+        options["storage_options"] = storage_options
     return get_backend(protocol)(get_codec(codec), path_or_url, **options)

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, MutableMapping, Set
+from collections.abc import Iterator, Mapping, MutableMapping, Set
 from typing import Any, cast
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from distributed.sizeof import safe_sizeof
 from distributed.utils import RateLimiterFilter
 
 from .. import BackingStore, Fb, FBPool, PoolStatistics
+from .._keywords import check_keywords
 from .._open import OBJECT_STORE_WORKERS
 from .._pool import DEFAULT_MAX_PENDING_BYTES
 from .._store import DEFAULT_MAX_WORKERS
@@ -58,7 +59,12 @@ class FbSpillBuffer(MutableMapping[Key, object]):
         max_pending_bytes: bytes that may wait for write-back before a store of a new
             result blocks (fb's default when None).
         secret_key: sign blobs with HMAC-SHA256 (see `fb.backends.FBStore`).
-        **storage_options: passed to fsspec (e.g. ``client_kwargs={"endpoint_url": …}``).
+        storage_options: passed to fsspec, in one mapping (e.g.
+            ``{"client_kwargs": {"endpoint_url": …}}``), as `fb.open_pool` takes them.
+
+    An unknown keyword raises `TypeError` when the worker builds the buffer, suggesting the
+    parameter it is close to (``max_byte`` → ``max_bytes``), or ``storage_options`` for what
+    looks like a storage option.
 
     A value that cannot be encoded (a pickle error) stays in memory outside the pool, is
     logged once, and stays readable, as distributed's ``SpillBuffer`` does with an older
@@ -74,6 +80,7 @@ class FbSpillBuffer(MutableMapping[Key, object]):
         item while Dask still holds the value.
     """
 
+    @check_keywords
     def __init__(
         self,
         worker_local_directory: str | None = None,
@@ -84,12 +91,10 @@ class FbSpillBuffer(MutableMapping[Key, object]):
         max_workers: int | None = None,
         max_pending_bytes: int | None = None,
         secret_key: bytes | str | None = None,
-        **storage_options: Any,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if url is None:
-            base = PreparedPath(worker_local_directory or tempfile.gettempdir())
-        else:
-            base = PreparedPath(url, **storage_options)
+        target = (worker_local_directory or tempfile.gettempdir()) if url is None else url
+        base = PreparedPath(target, storage_options=storage_options)
         if base.is_object_store:
             base.check_bucket()
             self._root = base.child(f"fb-dask-{uuid.uuid4().hex}")

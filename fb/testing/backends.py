@@ -13,11 +13,13 @@ pytest collects, and give two fixtures::
     class TestMyFilesystem(BackendSuite, PersistSuite):
         @pytest.fixture(name="location")
         def fixture_location(self):
-            return PreparedPath(f"myfs://bucket/{uuid.uuid4().hex}", token="...")
+            url = f"myfs://bucket/{uuid.uuid4().hex}"
+            return PreparedPath(url, storage_options={"token": "..."})
 
         @pytest.fixture(name="persist_location")
         def fixture_persist_location(self):
-            return PreparedPath(f"myfs://bucket/{uuid.uuid4().hex}", token="...")
+            url = f"myfs://bucket/{uuid.uuid4().hex}"
+            return PreparedPath(url, storage_options={"token": "..."})
 
 ``location`` is a fresh, empty `PreparedPath` for a cache; ``persist_location`` a fresh,
 empty one for durable storage (on filesystems with directories, the directory exists).

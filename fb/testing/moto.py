@@ -4,8 +4,9 @@ Needs ``moto[s3]`` with flask and flask-cors (fb's ``test`` extra). The server b
 127.0.0.1 on a free port and stops when the context ends::
 
     with moto_server_process() as endpoint:
-        pool = fb.open_pool("s3://bucket/spill", max_items=100, key="testing",
-                            secret="testing", client_kwargs={"endpoint_url": endpoint})
+        options = {"key": "testing", "secret": "testing",
+                   "client_kwargs": {"endpoint_url": endpoint}}
+        pool = fb.open_pool("s3://bucket/spill", max_items=100, storage_options=options)
 """
 
 from __future__ import annotations

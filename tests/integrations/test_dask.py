@@ -387,7 +387,7 @@ def test_default_location_is_the_worker_directory(tmp_path: Path) -> None:
 
 def test_on_s3(s3: S3Bucket) -> None:
     """On S3 the buffer spills, evicts and reloads, and leaves the bucket empty at close."""
-    with FbSpillBuffer(url=s3.url("spill"), max_bytes=BUDGET, **s3.options) as buffer:
+    with FbSpillBuffer(url=s3.url("spill"), max_bytes=BUDGET, storage_options=s3.options) as buffer:
         for i in range(6):
             buffer[i] = array(i)
         buffer.finished()
@@ -486,7 +486,7 @@ def test_cluster_spills_to_s3(s3: S3Bucket) -> None:
     """The same workload spills to moto's S3 server; the bucket is empty afterwards."""
     # In-process workers: the moto server shares this process's interpreter anyway, and
     # worker processes would only add their start-up time.
-    options = {"url": s3.url("spill"), "max_bytes": CLUSTER_BUDGET, **s3.options}
+    options = {"url": s3.url("spill"), "max_bytes": CLUSTER_BUDGET, "storage_options": s3.options}
     check_reports(run_workload((FbSpillBuffer, options), processes=False))
     assert s3.names() == []
 

@@ -92,7 +92,7 @@ class S3Bucket:
 
     def location(self, *parts: str) -> PreparedPath:
         """Return a `PreparedPath` for ``url(*parts)`` with the storage options."""
-        return PreparedPath(self.url(*parts), **self.options)
+        return PreparedPath(self.url(*parts), storage_options=self.options)
 
     def names(self, prefix: str = "") -> list[str]:
         """Return the names of every object in the bucket under ``prefix``, sorted."""
@@ -100,6 +100,10 @@ class S3Bucket:
             Bucket=self.name, Prefix=prefix
         )
         return sorted(item["Key"] for page in pages for item in page.get("Contents", ()))
+
+    def blobs(self, prefix: str = "") -> list[str]:
+        """Return `names` under ``prefix`` but the leases of the stores open there."""
+        return [name for name in self.names(prefix) if "/.fb-lease." not in f"/{name}"]
 
     def get(self, key: str) -> bytes:
         """Return the bytes of object ``key``."""

@@ -5,6 +5,7 @@ The ``s3_store`` fixture is imported by the ``test_s3*`` modules that use it.
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -52,6 +53,14 @@ class S3Calls:
         """Return every operation recorded, in order."""
         with self._lock:
             return [name for name, _ in self.calls]
+
+
+def closed_port() -> int:
+    """Return a port of 127.0.0.1 on which nothing listens (a socket bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 @pytest.fixture(name="s3_store")

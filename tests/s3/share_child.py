@@ -19,7 +19,6 @@ import sys
 from typing import Any
 
 import fb
-from fb.backends import PreparedPath
 
 SIZE = 300_000
 
@@ -44,8 +43,8 @@ def storage_options() -> dict[str, Any]:
 def write(bucket: str, count: int, seed: int) -> None:
     """Insert ``count`` payloads into a pool that keeps one resident, persist them all."""
     options = storage_options()
-    with fb.open_pool(f"s3://{bucket}/spill", max_items=1, **options) as pool:
-        tracked = pool.store.track_path(PreparedPath(f"s3://{bucket}/durable", **options))
+    with fb.open_pool(f"s3://{bucket}/spill", max_items=1, storage_options=options) as pool:
+        tracked = pool.store.track_path(f"s3://{bucket}/durable")  # the pool's options
         handles = [pool.insert(payload(seed, index)) for index in range(count)]
         keys = [handle.persist(tracked) for handle in handles]
         pool.store.fsync(tracked)
@@ -56,8 +55,8 @@ def write(bucket: str, count: int, seed: int) -> None:
 def read(bucket: str, keys: list[str]) -> None:
     """Register every key from the shared location and print the digest of what loads."""
     options = storage_options()
-    with fb.open_pool(f"s3://{bucket}/spill", max_items=1, **options) as pool:
-        tracked = pool.store.track_path(PreparedPath(f"s3://{bucket}/durable", **options))
+    with fb.open_pool(f"s3://{bucket}/spill", max_items=1, storage_options=options) as pool:
+        tracked = pool.store.track_path(f"s3://{bucket}/durable")  # the pool's options
         for key in keys:
             handle = pool.register(tracked, key)
             if handle is None:

@@ -47,7 +47,7 @@ def test_open_pool_without_access_raises_permission_error_naming_the_url(
     """A store refused by the server raises PermissionError naming the URL, never a hang."""
     url = f"s3://{BUCKET}/spill"
     with pytest.raises(PermissionError) as info:
-        fb.open_pool(url, max_items=1, **_options(strict_endpoint))
+        fb.open_pool(url, max_items=1, storage_options=_options(strict_endpoint))
     assert f"s3://{BUCKET}" in str(info.value)
 
 
@@ -60,7 +60,7 @@ def test_tracking_a_location_without_access_raises_permission_error(
     try:
         url = f"s3://{BUCKET}/durable"
         with pytest.raises(PermissionError) as info:
-            store.track_path(PreparedPath(url, **_options(strict_endpoint)))
+            store.track_path(PreparedPath(url, storage_options=_options(strict_endpoint)))
         assert url in str(info.value)
         pool: fb.FBPool[str] = fb.FBPool(store, max_items=0)
         handle = pool.insert("still works")

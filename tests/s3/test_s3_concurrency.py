@@ -78,7 +78,9 @@ def test_write_back_keeps_several_puts_in_flight(s3: S3Bucket) -> None:
     """Write-back of many items runs several PUTs at once, and every item loads back bit-exact."""
     rng = random.Random(4)
     payloads = [rng.randbytes(256 * 1024 + i) for i in range(48)]
-    with fb.open_pool(s3.url("spill"), max_items=0, max_workers=8, **s3.options) as pool:
+    with fb.open_pool(
+        s3.url("spill"), max_items=0, max_workers=8, storage_options=s3.options
+    ) as pool:
         barrier = InFlightBarrier("PutObject", target=4)
         barrier.watch(pool.store.strategy.path)  # type: ignore[attr-defined]
         handles = [pool.insert(payload) for payload in payloads]

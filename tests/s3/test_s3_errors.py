@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from typing import Any
@@ -16,16 +15,9 @@ from fb.exceptions import BlobNotFoundError, InvalidKeyError
 from tests.s3.moto_fixtures import S3Bucket
 from tests.s3.s3_helpers import (
     S3Calls,
+    closed_port,
     fixture_s3_store,  # noqa: F401 - a fixture, found by name
 )
-
-
-def closed_port() -> int:
-    """Return a port of 127.0.0.1 on which nothing listens (a socket bound, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_missing_bucket_is_a_clear_error(s3: S3Bucket) -> None:
@@ -33,9 +25,9 @@ def test_missing_bucket_is_a_clear_error(s3: S3Bucket) -> None:
     missing = S3Bucket(server=s3.server, name=f"fb-missing-{uuid.uuid4().hex[:12]}")
     url = missing.url("cache")
     with pytest.raises(FileNotFoundError, match=url):
-        FBStore("pickle", PreparedPath(url, **missing.options))
+        FBStore("pickle", PreparedPath(url, storage_options=missing.options))
     with pytest.raises(FileNotFoundError, match=url):
-        fb.open_pool(url, max_items=1, **missing.options)
+        fb.open_pool(url, max_items=1, storage_options=missing.options)
     backend: FBStore[Any] = FBStore("pickle", s3.location("cache"))
     with (
         BackingStore(backend) as store,
@@ -55,9 +47,9 @@ def test_unreachable_endpoint_fails_fast(s3: S3Bucket) -> None:
     url = s3.url("cache")
     start = time.monotonic()
     with pytest.raises(ConnectionError, match=url):
-        FBStore("pickle", PreparedPath(url, **options))
+        FBStore("pickle", PreparedPath(url, storage_options=options))
     with pytest.raises(ConnectionError, match=url):
-        fb.open_pool(url, max_items=1, **options)
+        fb.open_pool(url, max_items=1, storage_options=options)
     assert time.monotonic() - start < 30
 
 
@@ -76,7 +68,7 @@ def test_absent_key_on_s3(s3: S3Bucket, s3_store: BackingStore[Any]) -> None:
     assert pool.register(tracked, key) is None
     with pytest.raises(BlobNotFoundError, match=key.hex):
         s3_store.strategy.load(key)
-    assert s3.names() == []
+    assert s3.blobs() == []
 
 
 def test_write_back_to_a_deleted_bucket_keeps_the_values(s3: S3Bucket) -> None:

@@ -15,12 +15,12 @@ from tests.s3.moto_fixtures import S3Bucket
 def test_open_pool_round_trip_on_s3(s3: S3Bucket) -> None:
     """``open_pool`` on S3 spills under a session prefix and removes it all when closed."""
     values = [{"item": i, "data": bytes(range(i % 256)) * 100} for i in range(20)]
-    with fb.open_pool(s3.url("spill"), max_items=2, **s3.options) as pool:
+    with fb.open_pool(s3.url("spill"), max_items=2, storage_options=s3.options) as pool:
         root = pool.store.strategy.path  # type: ignore[attr-defined]
         assert root.url.startswith(s3.url("spill", "fb-"))
         handles = [pool.insert(value) for value in values]
         pool.store.finished()
-        assert len(s3.names("spill/")) == len(values) - 2
+        assert len(s3.blobs("spill/")) == len(values) - 2
         for handle, value in zip(handles, values, strict=True):
             with handle.load() as loaded:
                 assert loaded == value
@@ -30,8 +30,8 @@ def test_open_pool_round_trip_on_s3(s3: S3Bucket) -> None:
 
 def test_open_pools_share_one_url(s3: S3Bucket) -> None:
     """Two pools opened on one URL write under different prefixes and never touch each other."""
-    first = fb.open_pool(s3.url("spill"), max_items=0, **s3.options)
-    second = fb.open_pool(s3.url("spill"), max_items=0, **s3.options)
+    first = fb.open_pool(s3.url("spill"), max_items=0, storage_options=s3.options)
+    second = fb.open_pool(s3.url("spill"), max_items=0, storage_options=s3.options)
     a, b = first.insert("first"), second.insert("second")
     first.store.finished()
     second.store.finished()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import fb
 from fb import BackingStore, FBPool
 from fb.backends import FBStore, PreparedPath
 from fb.exceptions import ForeignLocationError
@@ -16,6 +17,7 @@ from fb.testing.backends import PersistSuite
 from tests.s3.moto_fixtures import MotoServer, S3Bucket
 from tests.s3.s3_helpers import (
     S3Calls,
+    closed_port,
     fixture_s3_store,  # noqa: F401 - a fixture, found by name
 )
 
@@ -70,7 +72,7 @@ def test_register_within_s3_is_a_server_side_copy(
     key = original.persist(tracked)
     original.close()
     s3_store.finished()
-    assert s3.names("cache/") == []
+    assert s3.blobs("cache/") == []
     calls = S3Calls()
     calls.watch(s3_store.strategy.path)  # type: ignore[attr-defined]
     calls.watch(durable)
@@ -111,6 +113,52 @@ class TestS3CacheToLocal(PersistSuite):
         return PreparedPath(tmp_path / "persist")
 
 
+# -- a durable location on the store's filesystem: the store's options -----------------------
+
+
+def test_track_path_of_an_s3_url_reuses_the_store_filesystem(
+    s3: S3Bucket, other_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``track_path("s3://…")`` next to an S3 cache reaches it with the store's options."""
+    # Without the store's options a location would go to this endpoint, where nothing
+    # listens: the test then fails fast, and never reaches out of 127.0.0.1.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    with fb.open_pool(s3.url("spill"), max_items=0, storage_options=s3.options) as pool:
+        cache: PreparedPath = pool.store.strategy.path  # type: ignore[attr-defined]
+        calls = S3Calls()
+        calls.watch(cache)
+        keys = {}
+        for bucket, url in ((s3, s3.url("durable")), (other_bucket, other_bucket.url("kept"))):
+            tracked = pool.store.track_path(url)
+            assert tracked.path.fs is cache.fs
+            assert tracked.path.url == url
+            key = pool.insert(url).persist(tracked)
+            assert "CopyObject" in calls.on(key)  # one filesystem: a server-side copy
+            assert "GetObject" not in calls.on(key)
+            root = url.removeprefix(f"s3://{bucket.name}/")
+            assert f"{root}/{key.hex[:2]}/{key.hex}" in bucket.names(root)
+            keys[url] = key
+    with fb.open_pool(s3.url("spill"), max_items=0, storage_options=s3.options) as pool:
+        for url, key in keys.items():
+            handle = pool.register(pool.store.track_path(url), key)
+            assert handle is not None
+            with handle.load() as value:
+                assert value == url
+
+
+def test_track_path_of_a_prepared_path_keeps_its_own_options(
+    s3: S3Bucket, s3_store: BackingStore[Any]
+) -> None:
+    """A `PreparedPath` given to ``track_path`` keeps its own filesystem: explicit options win."""
+    durable = PreparedPath(
+        s3.url("durable"), storage_options={**s3.options, "default_block_size": 5 * 2**20}
+    )
+    tracked = s3_store.track_path(durable)
+    assert tracked.path is durable
+    assert tracked.path.fs is not s3_store.strategy.path.fs  # type: ignore[attr-defined]
+    assert tracked.path.fs.default_block_size == 5 * 2**20
+
+
 # -- refused and failed persists ------------------------------------------------------------
 
 
@@ -128,8 +176,12 @@ def test_failed_streamed_persist_leaves_no_partial_blob(s3: S3Bucket) -> None:
     """A copy between two S3 clients whose source vanishes midway leaves nothing at the target."""
     # Small read blocks make the source read in several ranged GETs; other credentials make
     # the durable filesystem a different one, so fb streams instead of copying server-side.
-    cache = PreparedPath(s3.url("cache"), default_block_size=5 * 2**20, **s3.options)
-    durable = PreparedPath(s3.url("durable"), **{**s3.options, "key": "another-account"})
+    cache = PreparedPath(
+        s3.url("cache"), storage_options={**s3.options, "default_block_size": 5 * 2**20}
+    )
+    durable = PreparedPath(
+        s3.url("durable"), storage_options={**s3.options, "key": "another-account"}
+    )
     backend: FBStore[bytes] = FBStore("pickle", cache)
     vanished: list[str] = []
     with BackingStore(backend) as store:

@@ -15,15 +15,19 @@ from tests.s3.s3_helpers import (
 )
 
 
-def test_opening_a_store_writes_nothing(s3: S3Bucket) -> None:
-    """An FBStore on an S3 prefix creates no lock file, marker or directory object."""
+def test_opening_a_store_writes_only_its_lease(s3: S3Bucket) -> None:
+    """An FBStore on an S3 prefix writes its lease, no lock file, marker or directory object."""
     location = s3.location("cache")
     calls = S3Calls()
     calls.watch(location)
     backend: FBStore[Any] = FBStore("pickle", location)
+    (lease,) = s3.names()
+    assert lease.startswith("cache/.fb-lease.")
     backend.close()
     assert s3.names() == []
-    assert not {"PutObject", "DeleteObject", "DeleteObjects"} & set(calls.names())
+    writes = [(name, key) for name, key in calls.calls if name in ("PutObject", "DeleteObject")]
+    assert writes == [("PutObject", lease), ("DeleteObject", lease)]
+    assert "DeleteObjects" not in calls.names()
 
 
 def test_store_is_a_single_put_of_the_final_key(s3: S3Bucket) -> None:
@@ -36,7 +40,11 @@ def test_store_is_a_single_put_of_the_final_key(s3: S3Bucket) -> None:
     payload = random.Random(1).randbytes(3 * 2**20)
     size = backend.store(key, payload)
     backend.close()
-    writes = [name for name in calls.names() if name not in ("HeadObject", "ListObjectsV2")]
+    writes = [
+        name
+        for name, target in calls.calls
+        if name not in ("HeadObject", "ListObjectsV2") and ".fb-lease." not in target
+    ]
     assert writes == ["PutObject"]
     assert calls.on(key) == ["PutObject"]
     assert s3.names() == [f"cache/{key.hex[:2]}/{key.hex}"]
