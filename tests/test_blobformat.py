@@ -6,9 +6,11 @@ import errno
 import io
 import pickle
 import random
+import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pytest
 
@@ -98,7 +100,7 @@ def test_write_streams_the_payload(blobs: BlobFormat[Any]) -> None:
     """Writing a 4 MiB value never hands the sink the blob whole, and the size is exact."""
     value = [random.Random(1).randbytes(1 << 20) for _ in range(4)]
     sink = _Sink()
-    size = blobs.write(uuid.uuid4(), value, sink)
+    size = blobs.write(uuid.uuid4(), value, cast("IO[bytes]", sink))
     assert size == len(sink.data)
     assert max(sink.writes) < size // 2
     assert blobs.decode(uuid.uuid4(), bytes(sink.data)) == value
@@ -114,7 +116,7 @@ def test_overhead_is_header_signature_and_trailer() -> None:
 def test_sink_error_passes_through_unchanged(blobs: BlobFormat[Any]) -> None:
     """An OSError of the sink comes out as that same OSError, not as a codec failure."""
     with pytest.raises(OSError, match="disk full") as caught:
-        blobs.write(uuid.uuid4(), b"x" * 100_000, _FailingSink())
+        blobs.write(uuid.uuid4(), b"x" * 100_000, cast("IO[bytes]", _FailingSink()))
     assert caught.value.errno == errno.ENOSPC
     assert not isinstance(caught.value, CodecError)
 
@@ -123,11 +125,11 @@ def test_codec_failure_is_a_codec_error_naming_the_key(blobs: BlobFormat[Any]) -
     """A value the codec cannot encode raises CodecError carrying the key."""
     key = uuid.uuid4()
     with pytest.raises(CodecError, match=key.hex) as caught:
-        blobs.encode(key, lambda: None)
+        blobs.encode(key, threading.Lock())
     assert caught.value.key == key
 
 
-_DAMAGE = {
+_DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "empty": lambda data: b"",
     "header-cut": lambda data: data[:5],
     "payload-cut": lambda data: data[: len(data) // 2],
