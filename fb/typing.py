@@ -13,7 +13,7 @@ from uuid import UUID
 if TYPE_CHECKING:
     from .backends import PreparedPath
 
-__all__ = ["BackingStoreT", "Codec", "Strategy"]
+__all__ = ["BackingStoreT", "BufferCodec", "Codec", "Strategy"]
 
 T = TypeVar("T")
 
@@ -41,6 +41,23 @@ class Codec(Protocol[T]):
 
     def load(self, file: IO[bytes]) -> T:
         """Read one value from ``file``, which holds exactly what ``dump`` wrote."""
+        ...
+
+
+@runtime_checkable
+class BufferCodec(Codec[T], Protocol[T]):
+    """A `Codec` that can also decode a payload held whole in memory (optional).
+
+    A store that holds a whole verified blob in memory (up to 1 MiB) calls ``loads``
+    instead of ``load``: no file-object layer, and often no copy. Declaring a codec as a
+    ``BufferCodec`` lets mypy check the method's signature.
+    """
+
+    def loads(self, data: memoryview) -> T:
+        """Read one value from ``data``, exactly what ``dump`` wrote.
+
+        The value must not keep a reference to ``data``: the buffer may be reused.
+        """
         ...
 
 
