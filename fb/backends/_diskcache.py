@@ -197,6 +197,11 @@ class DiskcacheStore(BlobFormat[T]):
         secret_key: sign and check every blob (see `fb.backends.FBStore`).
         sweep: delete what an earlier owner left (default yes: the cache is temporary).
 
+    Raises:
+        StoreLockedError: another live store owns the directory.
+        ForeignLocationError: the directory is a persist location (it has fb's marker).
+        ValueError: ``path`` is not local.
+
     Notes:
         Thread-safe: diskcache gives each thread its own SQLite connection. Every method
         but `close` may block on disk I/O or on SQLite's lock (60 s at most).
@@ -213,6 +218,12 @@ class DiskcacheStore(BlobFormat[T]):
         super().__init__(get_codec(codec), secret_key=secret_key)
         self.path = _local_root(path)
         self.path.prepare()
+        for marker in (MARKER_NAME, FBSTORE_MARKER):
+            # Opening sweeps the directory: a persist location must never be taken for a cache.
+            if os.path.exists(f"{self.path.root}/{marker}"):
+                raise ForeignLocationError(
+                    f"{self.path.root} is a persist location ({marker}), not a cache directory"
+                )
         self._lock = threading.Lock()
         self._lock_fd: int | None = self._acquire_lock()
         self._persisted: dict[str, diskcache.Cache] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
@@ -22,7 +23,8 @@ class _FBStoreLayout(BackendSuite, PersistSuite):
         self, location: PreparedPath, persist_location: PreparedPath
     ) -> None:
         """FBStore keeps a blob as ``xx/<32 hex>`` in its cache and in a persist location."""
-        with BackingStore(FBStore("pickle", location)) as store:
+        store: BackingStore[Any] = BackingStore(FBStore("pickle", location))
+        with store:
             tracked = store.track_path(persist_location)
             pool: FBPool[str] = FBPool(store, max_items=0)
             handle = pool.insert("layout")

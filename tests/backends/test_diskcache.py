@@ -258,3 +258,18 @@ def test_register_copies_bytes_without_decoding(
     assert backend.register(key, PreparedPath(durable))
     with pytest.raises(CodecError, match="json"):
         backend.load(key)
+
+
+def test_a_persist_location_is_never_opened_as_a_cache(
+    backend: DiskcacheStore[Any], tmp_path: Path
+) -> None:
+    """A directory with a persist marker is refused as a cache, and its blobs stay."""
+    durable = tmp_path / "durable"
+    durable.mkdir()
+    key = uuid.uuid4()
+    backend.store(key, "kept")
+    backend.persist(key, PreparedPath(durable))
+    with pytest.raises(ForeignLocationError, match="persist location"):
+        DiskcacheStore("pickle", durable)
+    with open_cache(str(durable)) as cache:
+        assert key.hex in cache
