@@ -30,6 +30,8 @@ from uuid import UUID
 from ._blob import (
     FORMAT_VERSION,
     HEADER_MAGIC,
+    MAC_SIZE,
+    TRAILER,
     TRAILER_MAGIC,
     BlobHeader,
     ChecksumWriter,
@@ -143,7 +145,7 @@ class BlobFormat(BlobReader[T]):
     @property
     def overhead(self) -> int:
         """Bytes a blob adds to its payload: header, signature (if signed) and trailer."""
-        return len(self._header) + (32 if self._secret is not None else 0) + 20
+        return len(self._header) + (MAC_SIZE if self._secret is not None else 0) + TRAILER.size
 
     def write(self, key: UUID, value: T, file: IO[bytes]) -> int:
         """Write ``value`` framed as blob ``key`` to ``file``, in one forward pass.
@@ -175,7 +177,7 @@ class BlobFormat(BlobReader[T]):
             ) from exc
         tail = b"" if mac is None else finish_mac(mac, writer.length)
         file.write(tail + encode_trailer(flags, writer.length, writer.digest.intdigest()))
-        return len(header) + writer.length + len(tail) + 20
+        return len(header) + writer.length + len(tail) + TRAILER.size
 
     def encode(self, key: UUID, value: T) -> bytes:
         """Return ``value`` framed as blob ``key``, whole (for small values and databases).

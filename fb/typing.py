@@ -79,7 +79,13 @@ class BackingStoreT(Protocol):
         ...
 
     def scan(self, location: PreparedPath) -> tuple[set[UUID], list[str]]:
-        """Return the keys persisted at ``location`` and the names there it does not own."""
+        """Return the keys persisted at ``location`` and the names there it does not own.
+
+        Raises:
+            FileNotFoundError: the location does not exist.
+            ForeignLocationError: the location is this backend's own cache, or one it
+                cannot persist to (`BackingStore.track_path` relies on this refusal).
+        """
         ...
 
     def persist(self, key: UUID, location: PreparedPath) -> list[str]:
