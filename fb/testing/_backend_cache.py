@@ -132,6 +132,10 @@ class _Hooks:
         """Return a small value, different for each ``index``."""
         return f"value {index}"
 
+    def sized_value(self, seed: int, size: int) -> Any:
+        """Return a value that encodes to about ``size`` bytes, different for each ``seed``."""
+        return random.Random(seed).randbytes(size)
+
     def failing_value(self) -> Any:
         """Return a value whose encoding fails after the codec wrote at least 1 MiB."""
         return [random.Random(3).randbytes(2**20), ExplodingValue()]
@@ -221,7 +225,9 @@ class BackendSuite(_Hooks):
     def test_concurrent_stores_and_loads(self, backend: Strategy[Any]) -> None:
         """Stores and loads of different keys from several threads at once all succeed."""
         rng = random.Random(7)
-        payloads = {uuid.uuid4(): rng.randbytes(rng.randrange(1, 300_000)) for _ in range(32)}
+        payloads = {
+            uuid.uuid4(): self.sized_value(seed, rng.randrange(1, 300_000)) for seed in range(32)
+        }
         with ThreadPoolExecutor(8) as threads:
             list(threads.map(lambda item: backend.store(*item), payloads.items()))
             loaded = dict(zip(payloads, threads.map(backend.load, payloads), strict=True))
@@ -245,9 +251,8 @@ class BackendSuite(_Hooks):
         self, backing_store: BackingStore[Any]
     ) -> None:
         """With ``max_items=0`` many inserts are all written back, dropped, and load back."""
-        rng = random.Random(11)
-        payloads = [rng.randbytes(100_000 + i) for i in range(24)]
-        pool: FBPool[bytes] = FBPool(backing_store, max_items=0)
+        payloads = [self.sized_value(seed, 100_000 + seed) for seed in range(24)]
+        pool: FBPool[Any] = FBPool(backing_store, max_items=0)
         handles = [pool.insert(payload) for payload in payloads]
         backing_store.finished()
         assert not any(handle.resident for handle in handles)
@@ -285,7 +290,7 @@ class BackendSuite(_Hooks):
     def test_delete_is_idempotent(self, backend: Strategy[Any]) -> None:
         """Deleting twice, or deleting a key never stored, is not an error."""
         key = uuid.uuid4()
-        backend.store(key, b"short-lived")
+        backend.store(key, self.small_value(0))
         backend.delete(key)
         backend.delete(key)
         backend.delete(uuid.uuid4())
