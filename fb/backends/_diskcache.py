@@ -17,23 +17,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import io
 import logging
 import os
 import re
 import secrets
 import sqlite3
 import threading
-from typing import IO, Any, TypeVar
+from collections.abc import Iterator
+from typing import Any, TypeVar
 from uuid import UUID
 
 import diskcache
-from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW, UNKNOWN
+from diskcache.core import DBNAME
 
 from ..blobformat import BlobFormat, blob_not_found
 from ..codecs import get_codec
 from ..exceptions import ForeignLocationError, StoreLockedError
 from ..typing import Codec
+from ._diskcache_disk import Copy, Encode, open_cache
 from ._prepared_path import PreparedPath
 
 __all__ = ["DiskcacheStore", "diskcache_backend", "open_cache"]
@@ -47,127 +48,25 @@ LOCK_NAME = ".fb-lock"
 MARKER_NAME = ".fb-diskcache"
 MARKER_TEXT = b"fb diskcache persist location, format 1\n"
 FBSTORE_MARKER = ".fb-persist"
-SETTINGS: dict[str, Any] = {
-    # A blob must never be dropped behind the pool's back: no eviction, no size limit.
-    "eviction_policy": "none",
-    "size_limit": 2**62,
-    "cull_limit": 0,
-    "statistics": 0,
-    "tag_index": 0,
-    # WAL with NORMAL sync: a commit is atomic at once and durable at the next checkpoint,
-    # which `fsync` forces; the cache tier never needs durability.
-    "sqlite_journal_mode": "wal",
-    "sqlite_synchronous": 1,
-}
 _DB_FILES = frozenset({DBNAME, f"{DBNAME}-wal", f"{DBNAME}-shm"})
 _VALUE_DIR = re.compile(r"^[0-9a-f]{2}$")
 _HEX_KEY = re.compile(r"^[0-9a-f]{32}$")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
-class _Encode:
-    """A value on its way into the cache: `_BlobDisk` streams its blob into place."""
+@contextlib.contextmanager
+def _database_errors(where: str) -> Iterator[None]:
+    """Re-raise SQLite's and diskcache's errors as the OSError they mean, naming ``where``.
 
-    __slots__ = ("blobs", "key", "size", "value")
-
-    def __init__(self, blobs: BlobFormat[Any], key: UUID, value: Any) -> None:
-        self.blobs = blobs
-        self.key = key
-        self.value = value
-        self.size = 0
-
-
-class _Copy:
-    """Raw blob bytes (or a file of them) to copy into a cache, fsynced when ``durable``."""
-
-    __slots__ = ("durable", "path", "source")
-
-    def __init__(self, source: bytes | IO[bytes], *, durable: bool) -> None:
-        self.source = source
-        self.durable = durable
-        self.path: str | None = None
-
-
-class _Spill(io.RawIOBase):
-    """A sink that buffers a blob in memory and moves to a file once it is too large inline."""
-
-    def __init__(self, disk: _BlobDisk, key: Any) -> None:
-        super().__init__()
-        self._disk = disk
-        self._key = key
-        self._buffer = bytearray()
-        self._file: IO[bytes] | None = None
-        self.filename: str | None = None
-        self.path: str | None = None
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        if self._file is None:
-            if len(self._buffer) + view.nbytes < self._disk.min_file_size:
-                self._buffer += view
-                return view.nbytes
-            self.filename, self.path = self._disk.filename(self._key)
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._file = open(self.path, "xb")  # noqa: SIM115 - closed in finish/discard
-            self._file.write(self._buffer)
-            self._buffer = bytearray()
-        self._file.write(view)
-        return view.nbytes
-
-    def finish(self, *, durable: bool) -> tuple[int, int, str | None, Any]:
-        """Return diskcache's (size, mode, filename, value) for what was written."""
-        if self._file is None:
-            return 0, MODE_RAW, None, sqlite3.Binary(bytes(self._buffer))
-        file, self._file = self._file, None
-        with file:
-            if durable:
-                file.flush()
-                os.fsync(file.fileno())
-            size = file.tell()
-        return size, MODE_BINARY, self.filename, None
-
-    def discard(self) -> None:
-        """Remove a partial file (a failed encode must leave nothing behind)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-
-
-class _BlobDisk(diskcache.Disk):  # type: ignore[misc]
-    """A `diskcache.Disk` that streams fb blobs into place instead of pickling values."""
-
-    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, Any, Any]:
-        kind = type(value)
-        if kind is not _Encode and kind is not _Copy:
-            return super().store(value, read, key=key)  # type: ignore[no-any-return]
-        sink = _Spill(self, key)
-        try:
-            if kind is _Encode:
-                value.size = value.blobs.write(value.key, value.value, sink)
-                return sink.finish(durable=False)
-            source = value.source
-            if isinstance(source, bytes):
-                sink.write(source)
-            else:
-                while chunk := source.read(1 << 22):
-                    sink.write(chunk)
-            result = sink.finish(durable=value.durable)
-        except BaseException:
-            sink.discard()
-            raise
-        value.path = sink.path
-        return result
-
-
-def open_cache(directory: str) -> diskcache.Cache:
-    """Open (or create) the diskcache at ``directory`` with the settings fb's blobs need."""
-    return diskcache.Cache(directory, disk=_BlobDisk, **SETTINGS)
+    A full disk or a damaged database file is a storage failure, which fb reports as
+    ``OSError`` with the path, like every backend.
+    """
+    try:
+        yield
+    except diskcache.Timeout as exc:
+        raise TimeoutError(errno.ETIMEDOUT, f"the database stayed locked: {exc}", where) from exc
+    except sqlite3.Error as exc:
+        raise OSError(errno.EIO, f"{type(exc).__name__}: {exc}", where) from exc
 
 
 def _local_root(path: PreparedPath | str | os.PathLike[str]) -> PreparedPath:
@@ -230,7 +129,8 @@ class DiskcacheStore(BlobFormat[T]):
         try:
             if sweep is None or sweep:
                 self.sweep()
-            self._cache = open_cache(self.path.root)
+            with _database_errors(self.url):
+                self._cache = open_cache(self.path.root)
         except BaseException:
             self.close()
             raise
@@ -310,8 +210,9 @@ class DiskcacheStore(BlobFormat[T]):
             CodecError: the codec failed; nothing is left behind.
             OSError: storage failed.
         """
-        encode = _Encode(self, key, value)
-        self._cache.set(key.hex, encode)
+        encode = Encode(self, key, value)
+        with _database_errors(self.url):
+            self._cache.set(key.hex, encode)
         return encode.size
 
     def load(self, key: UUID) -> T:
@@ -322,7 +223,8 @@ class DiskcacheStore(BlobFormat[T]):
             CorruptBlobError: the blob is damaged.
             CodecError: another codec wrote it, or the codec failed on intact bytes.
         """
-        found = self._cache.get(key.hex, read=True)
+        with _database_errors(self.url):
+            found = self._cache.get(key.hex, read=True)
         if found is None:
             raise blob_not_found(key, self._where(key))
         if isinstance(found, bytes):
@@ -332,11 +234,13 @@ class DiskcacheStore(BlobFormat[T]):
 
     def delete(self, key: UUID) -> None:
         """Delete blob ``key``; a missing blob is not an error."""
-        self._cache.delete(key.hex)
+        with _database_errors(self.url):
+            self._cache.delete(key.hex)
 
     def exists(self, key: UUID) -> bool:
         """Return whether blob ``key`` is in the cache."""
-        return key.hex in self._cache
+        with _database_errors(self.url):
+            return key.hex in self._cache
 
     # -- durable locations -----------------------------------------------------------------
 
@@ -369,7 +273,8 @@ class DiskcacheStore(BlobFormat[T]):
             return cache
         if not create and not os.path.exists(f"{root}/{DBNAME}"):
             return None
-        cache = open_cache(root)
+        with _database_errors(f"{PROTOCOL}://{root}"):
+            cache = open_cache(root)
         with self._lock:
             if self._lock_fd is None:  # closed meanwhile
                 cache.close()
@@ -422,7 +327,9 @@ class DiskcacheStore(BlobFormat[T]):
         unknown: list[str] = []
         cache = self._persist_cache(root, create=False)
         if cache is not None:
-            for name in cache.iterkeys():
+            with _database_errors(location.url):
+                names = list(cache.iterkeys())
+            for name in names:
                 if isinstance(name, str) and _HEX_KEY.match(name):
                     keys.add(UUID(hex=name))
                 else:
@@ -457,17 +364,18 @@ class DiskcacheStore(BlobFormat[T]):
         target = self._persist_cache(root, create=True)
         assert target is not None
         synced = [f"{root}/{DBNAME}", root]
-        if key.hex in target:
-            return synced
-        source = self._cache.get(key.hex, read=True)
-        if source is None:
-            raise blob_not_found(key, self._where(key))
-        copy = _Copy(source, durable=True)
-        try:
-            target.set(key.hex, copy)
-        finally:
-            if not isinstance(source, bytes):
-                source.close()
+        with _database_errors(location.url):
+            if key.hex in target:
+                return synced
+            source = self._cache.get(key.hex, read=True)
+            if source is None:
+                raise blob_not_found(key, self._where(key))
+            copy = Copy(source, durable=True)
+            try:
+                target.set(key.hex, copy)
+            finally:
+                if not isinstance(source, bytes):
+                    source.close()
         if copy.path is not None:
             value_dir = os.path.dirname(copy.path)
             synced += [value_dir, os.path.dirname(value_dir)]
@@ -477,15 +385,16 @@ class DiskcacheStore(BlobFormat[T]):
         """Copy blob ``key`` from ``location`` into the cache, undecoded; False if absent."""
         root = self._check_location(location)
         target = self._persist_cache(root, create=False)
-        source = None if target is None else target.get(key.hex, read=True)
-        if source is None:
-            return False
-        try:
-            if key.hex not in self._cache:
-                self._cache.set(key.hex, _Copy(source, durable=False))
-        finally:
-            if not isinstance(source, bytes):
-                source.close()
+        with _database_errors(location.url):
+            source = None if target is None else target.get(key.hex, read=True)
+            if source is None:
+                return False
+            try:
+                if key.hex not in self._cache:
+                    self._cache.set(key.hex, Copy(source, durable=False))
+            finally:
+                if not isinstance(source, bytes):
+                    source.close()
         return True
 
     def delete_persisted(self, key: UUID, location: PreparedPath) -> list[str]:
@@ -493,7 +402,8 @@ class DiskcacheStore(BlobFormat[T]):
         root = self._check_location(location)
         target = self._persist_cache(root, create=False)
         if target is not None:
-            target.delete(key.hex)
+            with _database_errors(location.url):
+                target.delete(key.hex)
         return [f"{root}/{DBNAME}"]
 
     def fsync(self, location: PreparedPath, paths: set[str]) -> None:
@@ -510,13 +420,14 @@ class DiskcacheStore(BlobFormat[T]):
         if os.path.exists(database):
             # A connection of its own: synchronous=FULL (the default) makes the checkpoint
             # sync the log before, and the database after, copying.
-            connection = sqlite3.connect(database, timeout=60, isolation_level=None)
-            try:
-                busy, _log_frames, _done = connection.execute(
-                    "PRAGMA wal_checkpoint(TRUNCATE)"
-                ).fetchone()
-            finally:
-                connection.close()
+            with _database_errors(database):
+                connection = sqlite3.connect(database, timeout=60, isolation_level=None)
+                try:
+                    busy, _log_frames, _done = connection.execute(
+                        "PRAGMA wal_checkpoint(TRUNCATE)"
+                    ).fetchone()
+                finally:
+                    connection.close()
             if busy:
                 raise OSError(errno.EBUSY, "cannot checkpoint the persist database", database)
         for path in sorted((p for p in paths if p != database), key=len, reverse=True):

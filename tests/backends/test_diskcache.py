@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,3 +274,18 @@ def test_a_persist_location_is_never_opened_as_a_cache(
         DiskcacheStore("pickle", durable)
     with open_cache(str(durable)) as cache:
         assert key.hex in cache
+
+
+def test_database_errors_are_os_errors_naming_the_directory(
+    backend: DiskcacheStore[Any], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SQLite failure (a full disk) comes out as OSError naming the cache, not sqlite3's."""
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(backend._cache, "set", full)
+    with pytest.raises(OSError, match="disk is full") as caught:
+        backend.store(uuid.uuid4(), "x")
+    assert caught.value.filename == f"diskcache://{cache_dir}"
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
