@@ -22,9 +22,12 @@ pytest collects, and give two fixtures::
 ``location`` is a fresh, empty `PreparedPath` for a cache; ``persist_location`` a fresh,
 empty one for durable storage (on filesystems with directories, the directory exists).
 The suite builds an `fb.backends.FBStore` over ``location``; a backend that is a whole
-`fb.typing.Strategy` of its own overrides `BackendSuite.make_strategy`, and, if its blobs
-are not files at ``location.blob_path(key)``, the raw-access hooks (`BackendSuite.read_raw`,
-`BackendSuite.write_raw`, `BackendSuite.names_under`).
+`fb.typing.Strategy` of its own overrides ``make_strategy``, and, if its blobs are not files
+at ``location.blob_path(key)`` (database rows, say), the raw-access hooks ``read_raw``,
+``write_raw`` and ``blob_names``. Every test reaches storage through these hooks and the
+`Strategy` methods only. The values come from hooks too (``make_codec``, ``sample_values``,
+``small_value``, ``sized_value``, ``failing_value``), so a backend can be tested with its own
+codec. Blobs must be in fb's blob format: write and check them with `fb.blobformat`.
 
 `BackendSuite` and the sample values live in ``_backend_cache.py``; this module defines
 `PersistSuite` and exports both.
