@@ -418,11 +418,12 @@ class DiskcacheStore(BlobFormat[T]):
         root = location.root
         database = f"{root}/{DBNAME}"
         if os.path.exists(database):
-            # A connection of its own: synchronous=FULL (the default) makes the checkpoint
-            # sync the log before, and the database after, copying.
+            # A connection of its own, with synchronous=FULL: the checkpoint syncs the log
+            # before, and the database after, copying (TRUNCATE then empties the log).
             with _database_errors(database):
                 connection = sqlite3.connect(database, timeout=60, isolation_level=None)
                 try:
+                    connection.execute("PRAGMA synchronous = FULL")
                     busy, _log_frames, _done = connection.execute(
                         "PRAGMA wal_checkpoint(TRUNCATE)"
                     ).fetchone()
