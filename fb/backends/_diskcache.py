@@ -151,7 +151,8 @@ class DiskcacheStore(BlobFormat[T]):
 
     def _acquire_lock(self) -> int:
         lock_path = f"{self.path.root}/{LOCK_NAME}"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | _O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(lock_path, flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -177,7 +178,8 @@ class DiskcacheStore(BlobFormat[T]):
             if name in _DB_FILES:
                 os.unlink(path)
                 removed += 1
-            elif _VALUE_DIR.match(name) and os.path.isdir(path):
+            elif _VALUE_DIR.match(name) and os.path.isdir(path) and not os.path.islink(path):
+                # A link is never followed: it could point at anything on the machine.
                 for parent, _dirs, files in os.walk(path, topdown=False, followlinks=False):
                     for file in files:
                         if file.endswith(".val"):

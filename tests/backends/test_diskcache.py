@@ -289,3 +289,15 @@ def test_database_errors_are_os_errors_naming_the_directory(
         backend.store(uuid.uuid4(), "x")
     assert caught.value.filename == f"diskcache://{cache_dir}"
     assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+
+
+def test_sweep_never_follows_a_link(cache_dir: Path, tmp_path: Path) -> None:
+    """A value-directory name that is a link to elsewhere is left alone, and so is its target."""
+    elsewhere = tmp_path / "elsewhere" / "cd"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "precious.val").write_bytes(b"not the cache's")
+    cache_dir.mkdir()
+    (cache_dir / "ab").symlink_to(tmp_path / "elsewhere")
+    store: DiskcacheStore[Any] = DiskcacheStore("pickle", cache_dir)
+    store.close()
+    assert (elsewhere / "precious.val").read_bytes() == b"not the cache's"
