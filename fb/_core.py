@@ -101,6 +101,11 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
 
         Writes and loads in flight died with the parent's threads, so their entries go back
         to what they were before (values stay resident and dirty; a load can be retried).
+
+        A value without a blob gets a fresh key: the parent may still write it under the old
+        one (a write in flight, or its own eviction later), and a blob the child wrote under
+        that name would be the child's to delete. Blobs that exist are the parent's too and
+        keep their keys; the store never deletes those (``_workers._after_fork_in_child``).
         """
         self._lock = threading.Lock()
         self._pending_writes = self._pending_bytes = 0
@@ -112,6 +117,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         for entry in self._lru.order():
             entry.writing = entry.evicting = entry.loading = False
             entry.waiter = None
+            if not entry.blob:
+                entry.key = new_key()
 
     # -- internals: bookkeeping under the lock ---------------------------------------------
 
@@ -161,6 +168,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         if entry.blob:
             self._drop(entry, batch, dirty=False)
             return
+        if entry.unencodable:
+            return  # its codec refused it once: it stays resident until a write guard
         entry.writing = True
         entry.evicting = True
         self._pending_writes += 1
@@ -228,6 +237,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             entry.blob = False
             self.store.release(entry.key)
         entry.key = new_key()
+        entry.unencodable = False  # the guard may make it encodable: try again
 
     # -- internals: acquiring guards -------------------------------------------------------
 

@@ -41,6 +41,8 @@ class Entry:
     (one, without allocating) or ``read_owners`` (the others), so that a thread asking for a
     write guard while it holds a read guard is refused instead of waiting for itself.
     ``source`` is the location a registered item's blob came from, until a write replaces it.
+    ``unencodable`` is true once the codec refused the value: it is not offered for eviction
+    again until a write guard (which may change it) is released.
     """
 
     __slots__ = (
@@ -56,6 +58,7 @@ class Entry:
         "size",
         "source",
         "stored_nbytes",
+        "unencodable",
         "value",
         "waiter",
         "writer",
@@ -69,6 +72,7 @@ class Entry:
         self.size = size
         self.stored_nbytes: int | None = None
         self.blob = blob
+        self.unencodable = False
         self.readers = 0
         self.read_owner: object = None
         self.read_owners: list[object] | None = None

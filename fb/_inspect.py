@@ -34,6 +34,8 @@ from .backends._fbstore import _BLOB_NAME, _TEMP_NAME, LOCK_NAME
 from .backends._lease import LEASE_NAME
 from .backends._locations import MARKER_NAME, MARKER_TEXT, remote_errors
 from .backends._prepared_path import SHARDS, PreparedPath
+from .backends._safety import open_regular
+from .exceptions import UnsafeLocationError
 
 __all__ = [
     "BlobInfo",
@@ -188,7 +190,7 @@ def _classify(rel: str, *, regular: bool) -> str:
 
 def _read_marker(location: PreparedPath, path: str) -> bytes:
     if location.is_local:
-        with open(path, "rb") as file:
+        with open(open_regular(path), "rb") as file:  # no link followed, no FIFO waited on
             return file.read(len(MARKER_TEXT) + 1)
     with remote_errors(location.url):
         data: bytes = location.fs.cat_file(path)
@@ -304,7 +306,11 @@ def hold_lock(location: PreparedPath) -> Iterator[bool | None]:
         return
     try:
         # flock works on a read-only descriptor; nothing is ever written to the file here.
-        fd = os.open(f"{location.root}/{LOCK_NAME}", os.O_RDONLY | _O_CLOEXEC)
+        fd = open_regular(f"{location.root}/{LOCK_NAME}")
+    except IsADirectoryError as exc:
+        raise UnsafeLocationError(
+            f"lock file {location.root}/{LOCK_NAME} is {exc.strerror}: not fb's lock file"
+        ) from None
     except (FileNotFoundError, NotADirectoryError):
         _check_local_root(location.root)  # a location that is a file is named as one
         yield None
@@ -325,8 +331,8 @@ def lock_owner(location: PreparedPath) -> int | None:
     if not location.is_local:
         return None
     try:
-        with open(f"{location.root}/{LOCK_NAME}", "rb") as file:
+        with open(open_regular(f"{location.root}/{LOCK_NAME}"), "rb") as file:
             text = file.read(32).decode("ascii", "replace").strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return None
     return int(text) if text.isdigit() else None

@@ -29,6 +29,7 @@ from ._blob import (
 )
 from .backends._locations import remote_errors
 from .backends._prepared_path import PreparedPath
+from .backends._safety import open_regular
 from .exceptions import CorruptBlobError
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class Usage:
 
 def _read_range(location: PreparedPath, path: str, start: int, end: int) -> bytes:
     if location.is_local:
-        with open(path, "rb") as file:
+        with open(open_regular(path), "rb") as file:  # no link followed, no FIFO waited on
             file.seek(start)
             return file.read(end - start)
     with remote_errors(location.fs.unstrip_protocol(path)):
@@ -119,7 +120,7 @@ def _read_range(location: PreparedPath, path: str, start: int, end: int) -> byte
 
 def _open(location: PreparedPath, path: str) -> IO[bytes]:
     if location.is_local:
-        return open(path, "rb")
+        return open(open_regular(path), "rb")
     with remote_errors(location.fs.unstrip_protocol(path)):
         file: IO[bytes] = location.fs.open(path, "rb", block_size=4 * _CHUNK)
     return file

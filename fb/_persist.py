@@ -38,7 +38,8 @@ def parse_key(key: object) -> UUID:
         raise TypeError(f"a key is a uuid.UUID or a 32-hex string, not {type(key).__name__}")
     lowered = key.lower()
     if not _KEY.fullmatch(lowered):
-        raise InvalidKeyError(f"not a key: {key!r} (expected 32 hexadecimal digits)")
+        shown = repr(key) if len(key) <= 40 else f"{key[:40]!r}... ({len(key)} characters)"
+        raise InvalidKeyError(f"not a key: {shown} (expected 32 hexadecimal digits)")
     return UUID(lowered)
 
 

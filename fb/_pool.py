@@ -130,8 +130,15 @@ class FBPool(PoolCore[T]):
         self._write_queue = deque()
         self._writers = 0
         self._pending_bytes = 0
+        if max_pending_bytes is None:
+            # Not "no bound": a pool without one could exhaust memory when storage is slow.
+            raise TypeError(
+                f"max_pending_bytes must be an int (bytes), not None; leave it out for the "
+                f"default ({DEFAULT_MAX_PENDING_BYTES} bytes)"
+            )
         pending = _check_budget("max_pending_bytes", max_pending_bytes)
-        self.max_pending_bytes = DEFAULT_MAX_PENDING_BYTES if pending is None else pending
+        assert pending is not None
+        self.max_pending_bytes = pending
         self._drain_waiters = []
         self._failed = {}
         self._retry_delay = RETRY_FIRST_DELAY

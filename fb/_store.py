@@ -49,10 +49,12 @@ class _Shared:
 
     closed: bool = False
     live_blobs: int = 0
+    pid: int = attrs.field(factory=os.getpid)
+    """The process that made the store: a forked child has nothing to warn about it."""
 
 
 def _warn_unclosed(shared: _Shared, name: str) -> None:
-    if not shared.closed and shared.live_blobs:
+    if not shared.closed and shared.live_blobs and shared.pid == os.getpid():
         warnings.warn(
             f"{name} was garbage-collected without close() while it still referenced "
             f"{shared.live_blobs} blob(s); they stay on storage until the next store sweeps "

@@ -150,7 +150,8 @@ class WriteBack(Generic[T]):
             entry.writing = entry.evicting = False
             self._pending_writes -= 1
             # A value its codec cannot encode fails the same way every time: it stays in
-            # memory, reported once, never retried and never counted as pending.
+            # memory, reported once, never retried (nor written again when its guards are
+            # released: ``unencodable``) and never counted as pending.
             retrying = (
                 evicting
                 and nbytes is None
@@ -164,6 +165,8 @@ class WriteBack(Generic[T]):
             self._seconds["store"] += seconds
             if nbytes is None:
                 self._n["write_errors"] += 1
+                if isinstance(error, CodecError):
+                    entry.unencodable = True  # not offered for eviction again
                 if retrying:
                     # Its bytes stay counted as pending: while storage fails, backpressure
                     # holds the producer back instead of letting memory grow without bound.

@@ -17,7 +17,7 @@ from uuid import UUID
 import pytest
 
 from fb import BackingStore, FBPool
-from fb.backends import FBStore, PreparedPath
+from fb.backends import FBStore
 from fb.exceptions import CorruptBlobError, ForeignLocationError, UnsafeLocationError
 from tests.conftest import TIMEOUT
 
@@ -36,7 +36,7 @@ def _persisted(tmp_path: Path) -> tuple[Path, UUID, bytes]:
     """A persist location holding one fsynced blob; return it, the key and the blob's bytes."""
     persist = tmp_path / "persist"
     persist.mkdir()
-    with BackingStore(FBStore("pickle", tmp_path / "maker")) as store:
+    with BackingStore(FBStore[Any]("pickle", tmp_path / "maker")) as store:
         pool: FBPool[Any] = FBPool(store, max_items=1)
         tracked = store.track_path(persist)
         item = pool.insert("durable")
@@ -98,25 +98,26 @@ def test_a_linked_shard_of_a_persist_location_is_not_scanned_nor_deleted_through
     other, key, data = _persisted(tmp_path)
     mine = tmp_path / "mine"
     mine.mkdir()
-    with BackingStore(FBStore("pickle", tmp_path / "cache")) as store:
+    with BackingStore(FBStore[Any]("pickle", tmp_path / "cache")) as store:
         pool: FBPool[Any] = FBPool(store, max_items=1)
         tracked = store.track_path(mine)
         pool.insert("mine").persist(tracked)
         (mine / _shard(key)).symlink_to(other / _shard(key), target_is_directory=True)
         tracked = store.track_path(mine)
-        assert key not in tracked.keys()
+        found = tracked.keys()
+        assert key not in found
         assert _shard(key) in tracked.unknown
         store.delete_persisted(tracked, key)
     assert (other / _shard(key) / key.hex).read_bytes() == data
 
 
 def test_persist_never_writes_through_a_linked_shard(tmp_path: Path) -> None:
-    """A persist into a location whose shard is a link is refused; the link's target is untouched."""
+    """A persist into a location whose shard is a link is refused; its target is untouched."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     persist = tmp_path / "persist"
     persist.mkdir()
-    with BackingStore(FBStore("pickle", tmp_path / "cache")) as store:
+    with BackingStore(FBStore[Any]("pickle", tmp_path / "cache")) as store:
         pool: FBPool[Any] = FBPool(store, max_items=1)
         tracked = store.track_path(persist)
         pool.insert("first").persist(tracked)  # the location is fb's now
@@ -154,7 +155,7 @@ def _unblock(fifo: Path) -> None:
 
 def test_a_fifo_where_a_blob_should_be_fails_the_load_without_blocking(tmp_path: Path) -> None:
     """Loading a key whose blob is a FIFO raises CorruptBlobError at once; only files are blobs."""
-    with BackingStore(FBStore("pickle", tmp_path / "cache")) as store:
+    with BackingStore(FBStore[Any]("pickle", tmp_path / "cache")) as store:
         pool: FBPool[Any] = FBPool(store, max_items=0)
         item = pool.insert("value")
         item.write_now()
@@ -185,7 +186,7 @@ def test_register_refuses_a_persisted_name_that_is_not_a_regular_file(
         blob.symlink_to(secret)
     else:
         os.mkfifo(blob, 0o600)
-    with BackingStore(FBStore("pickle", tmp_path / "cache")) as store:
+    with BackingStore(FBStore[Any]("pickle", tmp_path / "cache")) as store:
         pool: FBPool[Any] = FBPool(store, max_items=1)
         tracked = store.track_path(persist)
         future = _load_in_thread(lambda: pool.register(tracked, key))
@@ -238,7 +239,7 @@ def test_a_cache_inside_a_directory_another_user_controls_is_refused(tmp_path: P
 def test_a_new_cache_directory_is_private(tmp_path: Path) -> None:
     """A cache directory fb creates, and each directory it creates on the way, is mode 0700."""
     cache = tmp_path / "a" / "b" / "cache"
-    with BackingStore(FBStore("pickle", cache)):
+    with BackingStore(FBStore[Any]("pickle", cache)):
         pass
     for path in (tmp_path / "a", tmp_path / "a" / "b", cache):
         assert path.stat().st_mode & 0o777 == 0o700
@@ -279,3 +280,19 @@ def test_a_persist_location_is_refused_as_a_cache_directory(tmp_path: Path) -> N
     with pytest.raises(ForeignLocationError, match="persist location"):
         FBStore("pickle", persist)
     assert (persist / _shard(key) / key.hex).read_bytes() == data
+
+
+@pytest.mark.parametrize("command", ["gc", "inspect"])
+def test_the_cli_refuses_a_lock_file_that_is_a_fifo_without_blocking(
+    tmp_path: Path, command: str
+) -> None:
+    """`fb gc`/`fb inspect` on a directory whose lock file is a FIFO refuse it at once."""
+    from tests.cli_helpers import fb
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    os.mkfifo(cache / ".fb-lock")
+    done = fb(command, str(cache))
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not fb's lock file" in done.stderr
