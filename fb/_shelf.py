@@ -1,0 +1,487 @@
+"""`Shelf`: a named, persistent cache of large objects on local disk or an object store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._handle import Fb, ReadGuard, _Acquire
+from ._keywords import check_keywords, storage_options_dict
+from ._pool import FBPool
+from ._shelf_index import (
+    BLOBS_DIR,
+    CACHE_DIR,
+    NameIndex,
+    Record,
+    check_name,
+    claim_shelf,
+    sweep_dead_caches,
+)
+from ._store import DEFAULT_MAX_WORKERS, BackingStore
+from .backends import FBStore, PreparedPath
+from .codecs import get_codec
+from .exceptions import HandleClosedError, StoreClosedError
+from .typing import Codec
+
+__all__ = ["Shelf"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_MAX_BYTES = 256 * 2**20
+_MISSING: Any = object()
+_RETRIES = 8
+"""How often a get re-reads a record whose blob was replaced between reading and loading."""
+_MAX_IDLE_HANDLES = 4096
+"""Handles of names not in memory kept for a cheap reload; past this the oldest go."""
+
+
+def _check_seconds(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
+    return float(value)
+
+
+class Shelf(MutableMapping[str, T]):
+    """A persistent mapping of names to large values: an `FBPool` before a durable location.
+
+    ``shelf[name] = value`` puts the value in the pool (memory, within its budgets) and makes
+    it durable at once through fb's persist path: one blob per value under
+    ``<location>/blobs`` (a hard link from the cache on local disk, one upload on an object
+    store), then a small record ``<location>/names/<sha256 of name>`` that maps the name to
+    the blob. ``shelf[name]`` answers from memory when the pool holds the name's current
+    value, and otherwise loads it. Another process (or host) opening the same location sees
+    every name set before; the last writer of a name wins.
+
+    Args:
+        location: a local directory (created 0700) or an fsspec URL (``s3://bucket/prefix``).
+        codec: a codec or codec name, as for `fb.open_pool`.
+        max_items: item budget of the in-memory tier.
+        max_bytes: byte budget of the in-memory tier (default 256 MiB when no budget is
+            given).
+        sizeof: how to measure a value for ``max_bytes``.
+        size_limit: bytes of blobs on storage; a set that goes past it removes the least
+            recently used names (never one a live guard of this shelf holds).
+        expire: default lifetime of a set, in seconds (None: forever).
+        secret_key: sign blobs with HMAC-SHA256 and refuse unsigned or altered ones.
+        storage_options: fsspec options for a URL ``location``, in one mapping.
+        max_workers: background threads of the store.
+
+    Notes:
+        Thread-safe: any method may be called from several threads. Every method but
+        hits on `load` of a value in memory does blocking I/O (a record is read on each get,
+        so values set by other processes are seen); the ``a``-twins never block the event
+        loop. Close the shelf (or use ``with``) to release its cache directory.
+    """
+
+    @check_keywords
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        *,
+        codec: str | Codec[Any] = "pickle",
+        max_items: int | None = None,
+        max_bytes: int | None = None,
+        sizeof: Callable[[Any], int] | None = None,
+        size_limit: int | None = None,
+        expire: float | None = None,
+        secret_key: bytes | str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        max_workers: int | None = None,
+    ) -> None:
+        if size_limit is not None and (
+            isinstance(size_limit, bool) or not isinstance(size_limit, int) or size_limit < 0
+        ):
+            raise ValueError(f"size_limit must be a non-negative int or None, not {size_limit!r}")
+        self.size_limit = size_limit
+        self.expire = _check_seconds("expire", expire)
+        options = storage_options_dict(storage_options, "Shelf()")
+        target = os.fspath(location)
+        if "://" not in target:
+            target = os.path.expanduser(target)
+        self.location = PreparedPath(target, storage_options=options)
+        claim_shelf(self.location)
+        self._index = NameIndex(self.location)
+        blobs = PreparedPath(f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs)
+        if self.location.is_local:
+            # The cache sits next to the blobs (one device): persisting is a hard link.
+            cache_root = f"{self.location.root}/{CACHE_DIR}"
+            self._cache_dir = f"{cache_root}/{uuid.uuid4().hex}"
+            sweep_dead_caches(cache_root, self._cache_dir)
+        else:
+            # A local cache before a remote location: a registered blob is downloaded once,
+            # and survives its replacement (or deletion) on the object store.
+            self._cache_dir = tempfile.mkdtemp(prefix="fb-shelf-")
+        strategy: FBStore[T] = FBStore(get_codec(codec), self._cache_dir, secret_key=secret_key)
+        try:
+            self.store: BackingStore[T] = BackingStore(
+                strategy, max_workers=max_workers or DEFAULT_MAX_WORKERS
+            )
+            if max_items is None and max_bytes is None:
+                max_bytes = DEFAULT_MAX_BYTES
+            self.pool: FBPool[T] = FBPool(
+                self.store, max_items=max_items, max_bytes=max_bytes, sizeof=sizeof
+            )
+            self._tracked = self.store.track_path(blobs)
+        except BaseException:
+            strategy.close()
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+            raise
+        self._lock = threading.Lock()
+        self._live: dict[str, Fb[T]] = {}
+        # Reads of this process, for the LRU order of `cull` where storage keeps no
+        # access time (object stores).
+        self._accessed: dict[str, float] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"live={len(self._live)}"
+        return f"<Shelf {self.location.url} {state} size_limit={self.size_limit}>"
+
+    # -- the mapping -----------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> T:
+        guard = self.load(name)
+        try:
+            return guard.value
+        finally:
+            guard.release()
+
+    def __setitem__(self, name: str, value: T) -> None:
+        self.set(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        check_name(name)
+        self._check_open()
+        record = self._index.read(name)
+        if record is None:
+            raise KeyError(name)
+        self._index.remove(name)
+        self._forget(name)
+        self.store.delete_persisted(self._tracked, record.key)
+        if record.expired(time.time()):
+            raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        check_name(name)
+        self._check_open()
+        record = self._index.read(name)
+        return record is not None and not record.expired(time.time())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def names(self) -> list[str]:
+        """Return every name that has not expired (one listing of the index)."""
+        self._check_open()
+        now = time.time()
+        return [r.name for r in self._index.scan() if not r.expired(now)]
+
+    def set(self, name: str, value: T, *, expire: float | None = _MISSING) -> None:
+        """Store ``value`` under ``name``, durably, replacing what the name held.
+
+        Args:
+            name: the name (any non-empty string; never used as a path).
+            value: the value; it stays in memory within the pool's budgets.
+            expire: seconds until the name expires (default: the shelf's ``expire``).
+
+        Raises:
+            TypeError: ``name`` is not a string.
+            InvalidKeyError: ``name`` is empty or too long.
+            CodecError: the value cannot be encoded; the name keeps its old value.
+        """
+        check_name(name)
+        self._check_open()
+        seconds = self.expire if expire is _MISSING else _check_seconds("expire", expire)
+        handle = self.pool.insert(value)
+        try:
+            key = handle.persist(self._tracked)
+            old = self._index.read(name)
+            now = time.time()
+            record = Record(
+                name=name,
+                key=key,
+                size=handle.stored_nbytes or 0,
+                created=now,
+                expire=None if seconds is None else now + seconds,
+                accessed=now,
+            )
+            self._index.write(record)
+        except BaseException:
+            handle.close()
+            raise
+        with self._lock:
+            previous = self._live.get(name)
+            self._live[name] = handle
+            self._accessed[name] = now
+        if previous is not None:
+            previous.close()
+        if old is not None and old.key != key:
+            # Handles registered from the old blob (here or elsewhere) use their own copy
+            # in their cache, so the blob can go now.
+            self.store.delete_persisted(self._tracked, old.key)
+        if self.size_limit is not None:
+            self.cull(keep=name)
+        self._prune()
+
+    def load(self, name: str) -> ReadGuard[T]:
+        """Return a read guard on ``name``'s value: pinned in memory while held.
+
+        A name held by a guard is never removed by `cull`. Use it as ``with shelf.load(name)
+        as value:``.
+
+        Raises:
+            KeyError: no such name (or it expired).
+        """
+        check_name(name)
+        for _ in range(_RETRIES):
+            handle = self._lookup(name)
+            try:
+                return handle.load()
+            except HandleClosedError:
+                continue  # replaced by another thread meanwhile: look it up again
+        raise KeyError(name)
+
+    def aload(self, name: str) -> _Acquire[ReadGuard[T]]:
+        """Async twin of `load`: ``async with shelf.aload(name) as value:``."""
+        check_name(name)
+        return _Acquire(lambda: self._aload(name))
+
+    async def _aload(self, name: str) -> ReadGuard[T]:
+        for _ in range(_RETRIES):
+            handle = await asyncio.to_thread(self._lookup, name)
+            try:
+                return await handle.aload()
+            except HandleClosedError:
+                continue
+        raise KeyError(name)
+
+    async def aget(self, name: str, default: Any = None) -> Any:
+        """Async twin of `get`."""
+        try:
+            async with self.aload(name) as value:
+                return value
+        except KeyError:
+            return default
+
+    async def aset(self, name: str, value: T, *, expire: float | None = _MISSING) -> None:
+        """Async twin of `set`."""
+        await asyncio.to_thread(self.set, name, value, expire=expire)
+
+    async def adelete(self, name: str) -> None:
+        """Async twin of ``del shelf[name]``."""
+        await asyncio.to_thread(self.__delitem__, name)
+
+    async def acontains(self, name: str) -> bool:
+        """Async twin of ``name in shelf``."""
+        return await asyncio.to_thread(self.__contains__, name)
+
+    # -- storage ---------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """The durability barrier: after it returns, every set and delete so far survives a
+        power loss (local disk; an object store is durable when each request returns)."""
+        self._check_open()
+        self.store.fsync(self._tracked)
+        self._index.sync()
+
+    async def async_(self) -> None:
+        """Async twin of `sync` (``async`` is a keyword)."""
+        await asyncio.to_thread(self.sync)
+
+    def cull(self, *, keep: str | None = None) -> int:
+        """Remove expired names, then least recently used ones past ``size_limit``.
+
+        A name held by a live guard of this shelf, and ``keep``, are never removed.
+
+        Returns:
+            How many names were removed.
+        """
+        self._check_open()
+        now = time.time()
+        records = self._index.scan()
+        with self._lock:
+            pinned = {n for n, h in self._live.items() if _pinned(h)}
+            local = dict(self._accessed)
+        removed = 0
+        alive = []
+        for record in records:
+            if record.expired(now) and record.name not in pinned:
+                removed += self._remove(record)
+            else:
+                alive.append(record)
+        if self.size_limit is None:
+            return removed
+        total = sum(record.size for record in alive)
+        if total <= self.size_limit:
+            return removed
+        alive.sort(key=lambda r: max(r.accessed, local.get(r.name, 0.0)))
+        for record in alive:
+            if total <= self.size_limit:
+                break
+            if record.name in pinned or record.name == keep:
+                continue
+            if self._remove(record):
+                removed += 1
+                total -= record.size
+        return removed
+
+    def _remove(self, record: Record) -> int:
+        if not self._index.remove_if(record.name, record.key):
+            return 0
+        self._forget(record.name, record.key)
+        self.store.delete_persisted(self._tracked, record.key)
+        return 1
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Release memory and this shelf's cache directory; what was set stays. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            self._live.clear()
+        try:
+            self.pool.close()
+            self.store.close()
+        finally:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+
+    async def aclose(self) -> None:
+        """Async twin of `close`."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Shelf[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Shelf[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- memoize ---------------------------------------------------------------------------
+
+    def memoize(
+        self,
+        *,
+        version: str | None = None,
+        ignore: Iterable[str] = (),
+        expire: float | None = _MISSING,
+    ) -> Callable[[F], F]:
+        """Return a decorator that keeps a function's results on this shelf.
+
+        Results are stored under ``memoize/<module>.<qualname>[@version]/<hash>``: the hash
+        is taken over the arguments bound to the signature (positional and keyword calls of
+        one call are one entry; defaults are filled in), leaving out those named in
+        ``ignore``. Concurrent calls with equal arguments compute once per process. Works on
+        plain and ``async def`` functions.
+
+        Args:
+            version: part of the namespace: change it when the function's results change.
+            ignore: parameter names that do not affect the result (a logger, a client).
+            expire: lifetime of each result in seconds (default: the shelf's).
+        """
+        from ._memoize import memoize
+
+        return memoize(self, version=version, ignore=tuple(ignore), expire=expire)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self!r} is closed")
+
+    def _lookup(self, name: str) -> Fb[T]:
+        """Return a handle on ``name``'s current value (KeyError if none)."""
+        self._check_open()
+        for _ in range(_RETRIES):
+            record = self._index.read(name, touch=True)
+            now = time.time()
+            if record is None or record.expired(now):
+                raise KeyError(name)
+            with self._lock:
+                self._accessed[name] = now
+                handle = self._live.get(name)
+            if handle is not None and not handle.closed and handle.key == record.key:
+                return handle
+            fresh = self.pool.register(self._tracked, record.key)
+            if fresh is None:
+                continue  # the blob was replaced since the record was read: read it again
+            with self._lock:
+                handle = self._live.get(name)
+                if handle is not None and not handle.closed and handle.key == record.key:
+                    stale = fresh  # another thread registered it first
+                else:
+                    stale, handle = handle, fresh
+                    self._live[name] = fresh
+            if stale is not None:
+                stale.close()
+            self._prune()
+            return handle
+        raise KeyError(name)
+
+    def _forget(self, name: str, key: uuid.UUID | None = None) -> None:
+        with self._lock:
+            handle = self._live.get(name)
+            if handle is None or (key is not None and handle.key != key):
+                return
+            del self._live[name]
+            self._accessed.pop(name, None)
+        handle.close()
+
+    def _prune(self) -> None:
+        """Close handles of names not in memory once there are too many of them."""
+        if len(self._live) <= _MAX_IDLE_HANDLES:
+            return
+        idle: list[Fb[T]] = []
+        with self._lock:
+            for name, handle in list(self._live.items()):
+                if len(self._live) <= _MAX_IDLE_HANDLES // 2:
+                    break
+                if not handle.resident and not _pinned(handle):
+                    del self._live[name]
+                    idle.append(handle)
+        for handle in idle:
+            with contextlib.suppress(Exception):
+                handle.close()
+
+
+def _pinned(handle: Fb[Any]) -> bool:
+    entry = handle._entry
+    return bool(entry.readers or entry.writer)

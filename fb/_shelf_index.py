@@ -1,0 +1,417 @@
+"""A shelf's name index: one small object per name, mapping it to the key of its blob.
+
+The layout of a shelf location (local directory or object-store prefix)::
+
+    <location>/.fb-shelf          marker: this location is a shelf
+    <location>/names/<sha256>     one record per name (JSON: name, key, size, times)
+    <location>/blobs/xx/<key>     the blobs: an fb persist location
+    <location>/cache/<32 hex>/    local only: the cache directory of each open shelf
+
+A name never becomes a path: its record is stored under the SHA-256 of its UTF-8 bytes, so
+``../../etc/passwd`` is as harmless a name as any other. A record is replaced whole: on local
+disk it is written under a temporary name and renamed over the old one, on an object store it
+is one PUT. Concurrent writers of one name: the last rename (or PUT) wins, and a reader sees
+the old record or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import attrs
+
+from .backends import PreparedPath
+from .backends._locations import remote_errors, sync_paths
+from .exceptions import ForeignLocationError, InvalidKeyError
+
+__all__ = ["SHELF_MARKER", "NameIndex", "Record", "check_name", "claim_shelf", "name_digest"]
+
+_log = logging.getLogger("fb")
+
+SHELF_MARKER = ".fb-shelf"
+SHELF_MARKER_TEXT = b"fb shelf, format 1\n"
+NAMES_DIR = "names"
+BLOBS_DIR = "blobs"
+CACHE_DIR = "cache"
+MAX_NAME_BYTES = 4096
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_OWN_NAMES = frozenset({SHELF_MARKER, NAMES_DIR, BLOBS_DIR, CACHE_DIR})
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` if it can name a shelf entry.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        InvalidKeyError: an empty name, one longer than 4096 bytes in UTF-8, or one that
+            cannot be encoded (a lone surrogate).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"shelf names are strings, not {type(name).__name__}")
+    if not name:
+        raise InvalidKeyError("a shelf name cannot be empty")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidKeyError(f"shelf name {name!r} is not valid Unicode") from exc
+    if size > MAX_NAME_BYTES:
+        raise InvalidKeyError(f"shelf name {name[:40]!r}... is {size} bytes (at most 4096)")
+    return name
+
+
+def name_digest(name: str) -> str:
+    """Return the file name of ``name``'s record: the SHA-256 of its UTF-8 bytes, in hex."""
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()
+
+
+@attrs.frozen(kw_only=True)
+class Record:
+    """What the index holds for one name.
+
+    Attributes:
+        name: the name.
+        key: the blob's key.
+        size: the blob's size in bytes.
+        created: when it was set (seconds since the epoch).
+        expire: when it expires (seconds since the epoch), or None.
+        accessed: when it was last read or set, as far as storage tells.
+    """
+
+    name: str
+    key: UUID
+    size: int
+    created: float
+    expire: float | None = None
+    accessed: float = 0.0
+
+    def expired(self, now: float) -> bool:
+        """Return whether the record has expired at ``now``."""
+        return self.expire is not None and now >= self.expire
+
+    def encode(self) -> bytes:
+        """Return the record as stored."""
+        data = {
+            "format": 1,
+            "name": self.name,
+            "key": self.key.hex,
+            "size": self.size,
+            "created": self.created,
+            "expire": self.expire,
+        }
+        return json.dumps(data, ensure_ascii=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes, accessed: float) -> Record | None:
+        """Return the record in ``data``, or None if it is not one (logged)."""
+        try:
+            raw = json.loads(data)
+            return cls(
+                name=str(raw["name"]),
+                key=UUID(hex=raw["key"]),
+                size=int(raw["size"]),
+                created=float(raw["created"]),
+                expire=None if raw["expire"] is None else float(raw["expire"]),
+                accessed=max(accessed, float(raw["created"])),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            # A record torn by a power loss before `Shelf.sync`: the name is lost, not garbage.
+            _log.warning("fb: unreadable shelf record skipped (%s)", exc)
+            return None
+
+
+def claim_shelf(root: PreparedPath) -> None:
+    """Make ``root`` a shelf location: create it (0700 locally) and its marker.
+
+    Raises:
+        ForeignLocationError: ``root`` holds names and no shelf marker, or another marker.
+    """
+    fs, path = root.fs, root.root
+    marker = f"{path}/{SHELF_MARKER}"
+    if root.is_local:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if not os.path.exists(marker):
+            _refuse_foreign(root, os.listdir(path))
+            tmp = f"{marker}.{secrets.token_hex(4)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+            try:
+                with open(fd, "wb") as file:
+                    file.write(SHELF_MARKER_TEXT)
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, marker)  # a concurrent first open agrees on one marker
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        for name in (NAMES_DIR, BLOBS_DIR, CACHE_DIR):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(f"{path}/{name}", 0o700)
+        with open(marker, "rb") as file:
+            content = file.read(len(SHELF_MARKER_TEXT) + 1)
+    else:
+        with remote_errors(root.url):
+            if root.is_object_store:
+                root.check_bucket()
+            else:
+                fs.makedirs(f"{path}/{NAMES_DIR}", exist_ok=True)
+                fs.makedirs(f"{path}/{BLOBS_DIR}", exist_ok=True)
+            try:
+                content = fs.cat_file(marker)
+            except FileNotFoundError:
+                try:
+                    listed = fs.ls(path, detail=False)
+                except FileNotFoundError:
+                    listed = []
+                _refuse_foreign(root, [p.rstrip("/").rsplit("/", 1)[-1] for p in listed])
+                fs.pipe_file(marker, SHELF_MARKER_TEXT)
+                content = SHELF_MARKER_TEXT
+    if content != SHELF_MARKER_TEXT:
+        raise ForeignLocationError(f"{root.url}: {SHELF_MARKER} holds something fb did not write")
+
+
+def _refuse_foreign(root: PreparedPath, names: list[str]) -> None:
+    foreign = sorted(n for n in names if n not in _OWN_NAMES and not n.startswith(SHELF_MARKER))
+    if foreign:
+        raise ForeignLocationError(
+            f"{root.url} is not empty ({len(foreign)} name(s) fb did not write, first: "
+            f"{foreign[0]}) and is not a shelf; open a shelf on a new or empty directory"
+        )
+
+
+class NameIndex:
+    """The records of a shelf's names, on local disk or any fsspec filesystem.
+
+    Notes:
+        Thread-safe. Every method but the constructor does blocking I/O.
+    """
+
+    def __init__(self, root: PreparedPath) -> None:
+        self.root = root
+        self.dir = f"{root.root}/{NAMES_DIR}"
+        self.local = root.is_local
+        # Records read by `scan`, by file identity: a scan re-reads only what changed.
+        self._seen: dict[str, tuple[Any, Record | None]] = {}
+        self._unsynced: set[str] = set()
+
+    def path(self, name: str) -> str:
+        """Return where ``name``'s record lives."""
+        return f"{self.dir}/{name_digest(name)}"
+
+    def read(self, name: str, *, touch: bool = False) -> Record | None:
+        """Return ``name``'s record, or None if it has none.
+
+        Args:
+            name: the name.
+            touch: record the read as an access (local disk: the record's mtime).
+        """
+        path = self.path(name)
+        if self.local:
+            try:
+                fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            try:
+                data = b""
+                while chunk := os.read(fd, 65536):
+                    data += chunk
+                now = time.time()
+                if touch:
+                    # Through the descriptor: a record renamed over meanwhile is not touched.
+                    with contextlib.suppress(OSError):
+                        os.utime(fd)
+                accessed = now if touch else os.fstat(fd).st_mtime
+            finally:
+                os.close(fd)
+        else:
+            with remote_errors(self.root.fs.unstrip_protocol(path)):
+                try:
+                    data = self.root.fs.cat_file(path)
+                except FileNotFoundError:
+                    return None
+            accessed = 0.0
+        record = Record.decode(data, accessed)
+        if record is not None and record.name != name:
+            return None  # not this name's record (a file put there by hand)
+        return record
+
+    def write(self, record: Record) -> None:
+        """Replace ``record.name``'s record whole (temporary name + rename, or one PUT)."""
+        path = self.path(record.name)
+        data = record.encode()
+        if self.local:
+            tmp = f"{self.dir}/.{name_digest(record.name)}.{secrets.token_hex(4)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+            try:
+                with open(fd, "wb") as file:
+                    file.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            self._unsynced.add(path)
+        else:
+            with remote_errors(self.root.fs.unstrip_protocol(path)):
+                self.root.fs.pipe_file(path, data)
+
+    def remove(self, name: str) -> None:
+        """Delete ``name``'s record (absent: nothing happens)."""
+        path = self.path(name)
+        if self.local:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            self._unsynced.add(self.dir)
+        else:
+            with remote_errors(path), contextlib.suppress(FileNotFoundError):
+                self.root.fs.rm_file(path)
+
+    def remove_if(self, name: str, key: UUID) -> bool:
+        """Delete ``name``'s record only if it still names blob ``key``; return whether it did.
+
+        On local disk this is exact: the record is renamed aside (atomic), checked, and put
+        back with a link (which never overwrites a newer record) if it changed meanwhile. On an
+        object store a set racing with this may be lost (there is no conditional delete).
+        """
+        path = self.path(name)
+        if not self.local:
+            record = self.read(name)
+            if record is None or record.key != key:
+                return False
+            self.remove(name)
+            return True
+        aside = f"{self.dir}/.{name_digest(name)}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        try:
+            with open(aside, "rb") as file:
+                record = Record.decode(file.read(), 0.0)
+            if record is not None and record.key != key:
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, path)  # a newer record won meanwhile: keep that one
+                return False
+            self._unsynced.add(self.dir)
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(aside)
+
+    def scan(self) -> list[Record]:
+        """Return every record (one listing; only new or changed records are read)."""
+        records: list[Record] = []
+        seen: dict[str, tuple[Any, Record | None]] = {}
+        if self.local:
+            with os.scandir(self.dir) as entries:
+                listing = [(e.path, e.stat()) for e in entries if not e.name.startswith(".")]
+            for path, stat in listing:
+                ident = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                old = self._seen.get(path)
+                if old is not None and old[0] == ident:
+                    record = old[1]
+                else:
+                    try:
+                        with open(path, "rb") as file:
+                            record = Record.decode(file.read(), stat.st_mtime)
+                    except FileNotFoundError:
+                        continue
+                seen[path] = (ident, record)
+                if record is not None:
+                    records.append(record)
+        else:
+            fs = self.root.fs
+            with remote_errors(self.root.url):
+                fs.invalidate_cache(self.dir)
+                try:
+                    found = fs.find(self.dir, detail=True)
+                except FileNotFoundError:
+                    found = {}
+                fresh = {}
+                for path, info in found.items():
+                    ident = (info.get("ETag") or info.get("etag"), info.get("size"))
+                    old = self._seen.get(path)
+                    if old is not None and old[0] == ident:
+                        seen[path] = old
+                    else:
+                        fresh[path] = (ident, _mtime(info))
+                data = fs.cat(list(fresh), on_error="omit") if fresh else {}
+            for path, (ident, mtime) in fresh.items():
+                if path in data:
+                    seen[path] = (ident, Record.decode(data[path], mtime))
+            records = [record for _, record in seen.values() if record is not None]
+        self._seen = seen
+        return records
+
+    def sync(self) -> None:
+        """fsync the records written and the directory entries changed since the last call."""
+        if not self.local:
+            return
+        paths, self._unsynced = self._unsynced, set()
+        paths.add(self.dir)
+        try:
+            sync_paths(paths)
+        except BaseException:
+            self._unsynced |= paths
+            raise
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.scan())
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    value = info.get("LastModified") or info.get("mtime") or info.get("created")
+    if value is None:
+        return 0.0
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def sweep_dead_caches(cache_root: str, own: str | None) -> None:
+    """Remove the cache directories of shelves whose process is gone (local disk).
+
+    A live shelf holds an ``flock`` on its cache's ``.fb-lock``: a lock that can be taken
+    belongs to a dead process.
+    """
+    import fcntl
+    import shutil
+
+    try:
+        names = os.listdir(cache_root)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = f"{cache_root}/{name}"
+        if path == own or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            fd = os.open(f"{path}/.fb-lock", os.O_RDWR | _O_CLOEXEC)
+        except FileNotFoundError:
+            # A cache being created right now has no lock yet: leave young ones alone.
+            with contextlib.suppress(OSError):
+                if time.time() - os.stat(path).st_mtime > 60:
+                    shutil.rmtree(path, ignore_errors=True)
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.ELOOP):
+                continue
+            raise
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # alive
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
