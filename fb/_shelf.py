@@ -295,8 +295,11 @@ class Shelf(MutableMapping[str, T]):
     # -- storage ---------------------------------------------------------------------------
 
     def sync(self) -> None:
-        """The durability barrier: after it returns, every set and delete so far survives a
-        power loss (local disk; an object store is durable when each request returns)."""
+        """The durability barrier: every set and delete so far survives a power loss after it.
+
+        Real on local disk (files and directories are fsynced); on an object store each
+        request is durable when it returns, so this waits for nothing more.
+        """
         self._check_open()
         self.store.fsync(self._tracked)
         self._index.sync()

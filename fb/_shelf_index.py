@@ -351,7 +351,7 @@ class NameIndex:
         return records
 
     def sync(self) -> None:
-        """fsync the records written and the directory entries changed since the last call."""
+        """Make durable the records written and directory entries changed since the last call."""
         if not self.local:
             return
         paths, self._unsynced = self._unsynced, set()
