@@ -25,9 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from crash_child import Wrappers  # noqa: E402 - the tests directory is on the path now
+from crash_child import Wrappers
 
-import fb  # noqa: E402
+import fb
 
 
 def value_for(round_: int, index: int, size: int) -> bytes:

@@ -46,7 +46,8 @@ def test_a_reader_process_sees_only_whole_values_a_writer_process_sets(tmp_path:
     code, out, err = finish(reader)
     assert code == 0, err + out
     _, count, seen = out.split()
-    assert int(count) > 0 and int(seen) >= 1
+    assert int(count) > 0
+    assert int(seen) >= 1
     with Shelf(location, max_items=1) as shelf:
         for index in range(4):
             assert shelf[f"n{index}"] == value_for(rounds - 1, index, SIZE)
