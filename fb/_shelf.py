@@ -446,12 +446,13 @@ class Shelf(MutableMapping[str, T]):
             fresh = self.pool.register(self._tracked, record.key)
             if fresh is None:
                 continue  # the blob was replaced since the record was read: read it again
+            stale: Fb[T] | None
             with self._lock:
-                handle = self._live.get(name)
-                if handle is not None and not handle.closed and handle.key == record.key:
-                    stale = fresh  # another thread registered it first
+                current = self._live.get(name)
+                if current is not None and not current.closed and current.key == record.key:
+                    stale, handle = fresh, current  # another thread registered it first
                 else:
-                    stale, handle = handle, fresh
+                    stale, handle = current, fresh
                     self._live[name] = fresh
             if stale is not None:
                 stale.close()

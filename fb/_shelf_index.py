@@ -313,7 +313,7 @@ class NameIndex:
             with os.scandir(self.dir) as entries:
                 listing = [(e.path, e.stat()) for e in entries if not e.name.startswith(".")]
             for path, stat in listing:
-                ident = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                ident: Any = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
                 old = self._seen.get(path)
                 if old is not None and old[0] == ident:
                     record = old[1]

@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from crash_child import Wrappers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fb
+from tests.crash_child import Wrappers
 
 
 def value_for(round_: int, index: int, size: int) -> bytes:
@@ -52,7 +51,7 @@ def check_value(value: Any, index: int) -> int:
 
 def _open(location: str, options: str | None) -> fb.Shelf[bytes]:
     storage = json.loads(options) if options else None
-    return fb.Shelf(location, max_items=2, storage_options=storage)
+    return fb.Shelf[bytes](location, max_items=2, storage_options=storage)
 
 
 def write(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def fixture_location(tmp_path: Path) -> Path:
 @pytest.fixture(name="shelf")
 def fixture_shelf(location: Path) -> Iterator[Shelf[object]]:
     """A shelf on a fresh local directory, closed after the test."""
-    with Shelf(location, max_items=8) as shelf:
+    with Shelf[Any](location, max_items=8) as shelf:
         yield shelf
 
 
@@ -43,7 +44,7 @@ def test_the_mapping_methods_work_like_a_dict(shelf: Shelf[object]) -> None:
     shelf["b"] = 2
     assert "a" in shelf
     assert "z" not in shelf
-    assert 3 not in shelf
+    assert 3 not in shelf  # type: ignore[comparison-overlap]
     assert len(shelf) == 2
     assert sorted(shelf) == ["a", "b"]
     assert shelf.get("z", "default") == "default"
@@ -71,11 +72,11 @@ def test_replacing_a_name_deletes_its_old_blob(shelf: Shelf[object], location: P
 def test_a_restart_finds_every_name(location: Path) -> None:
     """A new shelf on the same directory sees every name set before, bit-exact."""
     values = {f"item/{i}": os.urandom(1000 + i) for i in range(20)}
-    with Shelf(location, max_items=2) as shelf:
+    with Shelf[Any](location, max_items=2) as shelf:
         for name, value in values.items():
             shelf[name] = value
         shelf.sync()
-    with Shelf(location, max_items=2) as again:
+    with Shelf[Any](location, max_items=2) as again:
         assert sorted(again) == sorted(values)
         for name, value in values.items():
             assert again[name] == value
@@ -135,7 +136,7 @@ def test_bad_names_raise_typed_errors(shelf: Shelf[object], name: object, error:
 
 def test_the_shelf_directory_is_created_private(location: Path) -> None:
     """A new shelf directory and its subdirectories are mode 0700."""
-    with Shelf(location, max_items=1):
+    with Shelf[Any](location, max_items=1):
         pass
     assert stat.S_IMODE(location.stat().st_mode) == 0o700
     for sub in ("names", "blobs", "cache"):
@@ -146,21 +147,21 @@ def test_a_directory_in_use_is_refused(tmp_path: Path) -> None:
     """A non-empty directory that is not a shelf is never adopted."""
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ForeignLocationError, match=r"notes\.txt"):
-        Shelf(tmp_path, max_items=1)
+        Shelf[Any](tmp_path, max_items=1)
     assert os.listdir(tmp_path) == ["notes.txt"]
 
 
 def test_a_mistyped_keyword_suggests_the_parameter(location: Path) -> None:
     """An unknown keyword is a TypeError naming the close parameter, or the options mapping."""
     with pytest.raises(TypeError, match="did you mean 'size_limit'"):
-        Shelf(location, size_limt=10)  # type: ignore[call-arg]
+        Shelf[Any](location, size_limt=10)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="storage_options="):
-        Shelf(location, anon=True)  # type: ignore[call-arg]
+        Shelf[Any](location, anon=True)  # type: ignore[call-arg]
 
 
 def test_a_closed_shelf_refuses_work(location: Path) -> None:
     """After close(), gets and sets raise StoreClosedError; close() is idempotent."""
-    shelf: Shelf[int] = Shelf(location, max_items=1)
+    shelf: Shelf[int] = Shelf[Any](location, max_items=1)
     shelf["a"] = 1
     shelf.close()
     shelf.close()
@@ -183,7 +184,7 @@ def test_sync_makes_sets_durable_without_error(shelf: Shelf[object]) -> None:
 
 def test_size_limit_removes_least_recently_used_names(location: Path) -> None:
     """Past size_limit, the names read or set least recently are removed first."""
-    with Shelf(location, max_items=2, size_limit=11_000) as shelf:
+    with Shelf[Any](location, max_items=2, size_limit=11_000) as shelf:
         for i in range(4):
             shelf[f"n{i}"] = os.urandom(2000)
         assert len(shelf) == 4
@@ -199,7 +200,7 @@ def test_size_limit_removes_least_recently_used_names(location: Path) -> None:
 
 def test_size_limit_never_removes_a_guarded_name(location: Path) -> None:
     """A name held by a live guard of this shelf survives a cull that would remove it."""
-    with Shelf(location, max_items=2, size_limit=5_000) as shelf:
+    with Shelf[Any](location, max_items=2, size_limit=5_000) as shelf:
         shelf["held"] = os.urandom(3000)
         with shelf.load("held") as value:
             shelf["new"] = os.urandom(3000)
@@ -211,7 +212,7 @@ def test_size_limit_never_removes_a_guarded_name(location: Path) -> None:
 
 def test_expired_names_are_absent_and_culled(location: Path) -> None:
     """A name past its expiry is not found, not listed, and cull() removes it."""
-    with Shelf(location, max_items=2, expire=3600) as shelf:
+    with Shelf[Any](location, max_items=2, expire=3600) as shelf:
         shelf.set("short", 1, expire=0.001)
         shelf["long"] = 2
         deadline = time.monotonic() + 5
@@ -227,14 +228,14 @@ def test_expired_names_are_absent_and_culled(location: Path) -> None:
 def test_bad_budgets_and_limits_raise(location: Path) -> None:
     """A negative size_limit or a non-positive expire is a ValueError."""
     with pytest.raises(ValueError, match="size_limit"):
-        Shelf(location, size_limit=-1)
+        Shelf[Any](location, size_limit=-1)
     with pytest.raises(ValueError, match="expire"):
-        Shelf(location, expire=0)
+        Shelf[Any](location, expire=0)
 
 
 def test_a_reader_keeps_its_value_when_another_shelf_replaces_it(location: Path) -> None:
     """A guard on a value survives another shelf replacing the name and deleting its blob."""
-    with Shelf(location, max_items=0) as writer, Shelf(location, max_items=0) as reader:
+    with Shelf[Any](location, max_items=0) as writer, Shelf[Any](location, max_items=0) as reader:
         writer["x"] = b"one" * 1000
         with reader.load("x") as value:
             writer["x"] = b"two" * 1000
@@ -267,12 +268,12 @@ def test_concurrent_threads_read_and_write_consistent_values(shelf: Shelf[object
 
 def test_a_dead_shelfs_cache_directory_is_swept(location: Path) -> None:
     """The cache directory a crashed process left behind is removed by the next open."""
-    with Shelf(location, max_items=1):
+    with Shelf[Any](location, max_items=1):
         pass
     dead = location / "cache" / ("0" * 32)
     dead.mkdir()
     (dead / ".fb-lock").touch()
-    with Shelf(location, max_items=1):
+    with Shelf[Any](location, max_items=1):
         assert not dead.exists()
 
 

@@ -31,7 +31,7 @@ def fixture_location(tmp_path: Path) -> Path:
 
 def test_positional_and_keyword_calls_share_one_result(location: Path) -> None:
     """f(1), f(x=1) and f(1, default) are one call; different arguments are another."""
-    with Shelf(location, max_items=4) as shelf:
+    with Shelf[Any](location, max_items=4) as shelf:
         cached = shelf.memoize()(embed)
         assert cached("abc") == [3.0, 5.0]
         assert cached("abc", "small") == [3.0, 5.0]
@@ -42,16 +42,16 @@ def test_positional_and_keyword_calls_share_one_result(location: Path) -> None:
 
 def test_memoized_results_survive_a_restart(location: Path) -> None:
     """A new shelf on the same location returns the stored result without calling again."""
-    with Shelf(location, max_items=4) as shelf:
+    with Shelf[Any](location, max_items=4) as shelf:
         assert shelf.memoize()(embed)("corpus") == [6.0, 5.0]
-    with Shelf(location, max_items=4) as shelf:
+    with Shelf[Any](location, max_items=4) as shelf:
         assert shelf.memoize()(embed)("corpus") == [6.0, 5.0]
     assert CALLS["corpus/small/1.0"] == 1
 
 
 def test_a_version_is_a_new_namespace(location: Path) -> None:
     """Changing version= recomputes; the namespace names module, qualname and version."""
-    with Shelf(location, max_items=4) as shelf:
+    with Shelf[Any](location, max_items=4) as shelf:
         one = shelf.memoize(version="1")(embed)
         two = shelf.memoize(version="2")(embed)
         one("x")
@@ -65,7 +65,7 @@ def test_a_version_is_a_new_namespace(location: Path) -> None:
 def test_ignored_arguments_do_not_change_the_key(location: Path) -> None:
     """Arguments named in ignore= do not take part in the hash."""
     calls: list[Any] = []
-    with Shelf(location, max_items=4) as shelf:
+    with Shelf[Any](location, max_items=4) as shelf:
 
         @shelf.memoize(ignore=["log"])
         def double(x: int, log: Any = None) -> int:
@@ -115,7 +115,7 @@ def test_concurrent_equal_calls_compute_once(location: Path) -> None:
     started = threading.Event()
     release = threading.Event()
     calls: list[int] = []
-    with Shelf(location, max_items=4) as shelf:
+    with Shelf[Any](location, max_items=4) as shelf:
 
         @shelf.memoize()
         def slow(x: int) -> int:
@@ -155,7 +155,7 @@ def test_async_functions_are_memoized_and_computed_once(location: Path) -> None:
         assert await asyncio.gather(*tasks) == [20, 20, 20]
         assert await fetch(2) == 20
 
-    with Shelf(location, max_items=4) as shelf:
+    with Shelf[Any](location, max_items=4) as shelf:
         asyncio.run(main(shelf))
     assert calls == [2]
 
@@ -163,7 +163,7 @@ def test_async_functions_are_memoized_and_computed_once(location: Path) -> None:
 def test_a_function_returning_none_is_cached(location: Path) -> None:
     """None is a result like any other: the second call does not run the function."""
     calls: list[int] = []
-    with Shelf(location, max_items=4) as shelf:
+    with Shelf[Any](location, max_items=4) as shelf:
 
         @shelf.memoize()
         def nothing(x: int) -> None:

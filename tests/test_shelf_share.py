@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def finish(process: subprocess.Popen[str], timeout: float = 90.0) -> tuple[int, 
 def test_a_reader_process_sees_only_whole_values_a_writer_process_sets(tmp_path: Path) -> None:
     """One process sets names in a loop while another reads and checks every value it gets."""
     location = tmp_path / "shelf"
-    with Shelf(location, max_items=1):
+    with Shelf[Any](location, max_items=1):
         pass  # created once, so the two children race on nothing but the names
     rounds = 25
     reader = child(location, "read", "--names", "4", "--until", str(rounds - 1))
@@ -48,7 +49,7 @@ def test_a_reader_process_sees_only_whole_values_a_writer_process_sets(tmp_path:
     _, count, seen = out.split()
     assert int(count) > 0
     assert int(seen) >= 1
-    with Shelf(location, max_items=1) as shelf:
+    with Shelf[Any](location, max_items=1) as shelf:
         for index in range(4):
             assert shelf[f"n{index}"] == value_for(rounds - 1, index, SIZE)
 
@@ -77,7 +78,7 @@ def test_a_writer_killed_mid_set_leaves_every_name_absent_or_whole(
     done = [tuple(map(int, line.split()[1:])) for line in out.splitlines()]
     assert len(done) < 15
     last = {index: round_ for round_, index in done}
-    with Shelf(location, max_items=1) as shelf:
+    with Shelf[Any](location, max_items=1) as shelf:
         for index in range(3):
             value = shelf.get(f"n{index}")
             if index not in last:
@@ -91,7 +92,7 @@ def test_a_writer_killed_mid_set_leaves_every_name_absent_or_whole(
         shelf["after"] = b"the shelf stays usable"
         assert shelf["after"] == b"the shelf stays usable"
     # No blob at the location is left unnamed but the one a killed set placed.
-    with Shelf(location, max_items=1) as shelf:
+    with Shelf[Any](location, max_items=1) as shelf:
         names = len(shelf)
     blobs = list((location / "blobs").glob("??/*"))
     assert len(blobs) - names in (0, 1)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ CHILD = str(Path(__file__).resolve().parents[1] / "shelf_child.py")
 
 def test_a_set_on_s3_is_one_blob_and_one_record(s3: S3Bucket) -> None:
     """A set puts one blob under blobs/ and one record under names/; a get reads it back."""
-    with Shelf(s3.url("cache"), max_items=1, storage_options=s3.options) as shelf:
+    with Shelf[Any](s3.url("cache"), max_items=1, storage_options=s3.options) as shelf:
         shelf["features/2026-12"] = b"x" * 100_000
         assert shelf["features/2026-12"] == b"x" * 100_000
         assert sorted(shelf) == ["features/2026-12"]
@@ -33,10 +34,10 @@ def test_a_set_on_s3_is_one_blob_and_one_record(s3: S3Bucket) -> None:
 def test_a_second_host_sees_every_name(s3: S3Bucket) -> None:
     """Another shelf on the same prefix (another host) loads every value bit-exact."""
     values = {f"n{i}": os.urandom(5000 + i) for i in range(6)}
-    with Shelf(s3.url("shared"), max_items=1, storage_options=s3.options) as one:
+    with Shelf[Any](s3.url("shared"), max_items=1, storage_options=s3.options) as one:
         for name, value in values.items():
             one[name] = value
-        with Shelf(s3.url("shared"), max_items=1, storage_options=s3.options) as two:
+        with Shelf[Any](s3.url("shared"), max_items=1, storage_options=s3.options) as two:
             assert sorted(two) == sorted(values)
             for name, value in values.items():
                 assert two[name] == value
@@ -49,8 +50,8 @@ def test_a_second_host_sees_every_name(s3: S3Bucket) -> None:
 def test_a_held_value_survives_its_replacement_on_s3(s3: S3Bucket) -> None:
     """A reader's guard keeps its value after another host replaced the name and its blob."""
     with (
-        Shelf(s3.url("s"), max_items=0, storage_options=s3.options) as writer,
-        Shelf(s3.url("s"), max_items=0, storage_options=s3.options) as reader,
+        Shelf[Any](s3.url("s"), max_items=0, storage_options=s3.options) as writer,
+        Shelf[Any](s3.url("s"), max_items=0, storage_options=s3.options) as reader,
     ):
         writer["x"] = b"old" * 1000
         with reader.load("x") as value:
@@ -61,7 +62,9 @@ def test_a_held_value_survives_its_replacement_on_s3(s3: S3Bucket) -> None:
 
 def test_size_limit_on_s3_removes_the_oldest_sets(s3: S3Bucket) -> None:
     """Past size_limit, the names set least recently go first."""
-    with Shelf(s3.url("lim"), max_items=1, size_limit=7000, storage_options=s3.options) as shelf:
+    with Shelf[Any](
+        s3.url("lim"), max_items=1, size_limit=7000, storage_options=s3.options
+    ) as shelf:
         for i in range(4):
             shelf[f"n{i}"] = os.urandom(2000)
         assert len(shelf) == 3
@@ -73,7 +76,7 @@ def test_a_prefix_in_use_is_refused(s3: S3Bucket) -> None:
     """A prefix that holds other objects and no shelf marker is never adopted."""
     s3.server.client.put_object(Bucket=s3.name, Key="used/report.csv", Body=b"a,b")
     with pytest.raises(ForeignLocationError, match=r"report\.csv"):
-        Shelf(s3.url("used"), max_items=1, storage_options=s3.options)
+        Shelf[Any](s3.url("used"), max_items=1, storage_options=s3.options)
 
 
 def test_a_writer_and_a_reader_process_share_an_s3_shelf(s3: S3Bucket) -> None:
@@ -118,6 +121,6 @@ def test_a_writer_and_a_reader_process_share_an_s3_shelf(s3: S3Bucket) -> None:
     assert writer.returncode == 0, err
     out, err = reader.communicate(timeout=100)
     assert reader.returncode == 0, err + out
-    with Shelf(s3.url("p"), max_items=1, storage_options=s3.options) as shelf:
+    with Shelf[Any](s3.url("p"), max_items=1, storage_options=s3.options) as shelf:
         for index in range(3):
             assert shelf[f"n{index}"] == value_for(rounds - 1, index, 20000)
