@@ -29,7 +29,7 @@ from ._shelf_index import (
 from ._store import DEFAULT_MAX_WORKERS, BackingStore
 from .backends import FBStore, PreparedPath
 from .codecs import get_codec
-from .exceptions import HandleClosedError, StoreClosedError
+from .exceptions import HandleClosedError, StoreClosedError, StoreLockedError
 from .typing import Codec
 
 __all__ = ["Shelf"]
@@ -114,16 +114,7 @@ class Shelf(MutableMapping[str, T]):
         claim_shelf(self.location)
         self._index = NameIndex(self.location)
         blobs = PreparedPath(f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs)
-        if self.location.is_local:
-            # The cache sits next to the blobs (one device): persisting is a hard link.
-            cache_root = f"{self.location.root}/{CACHE_DIR}"
-            self._cache_dir = f"{cache_root}/{uuid.uuid4().hex}"
-            sweep_dead_caches(cache_root, self._cache_dir)
-        else:
-            # A local cache before a remote location: a registered blob is downloaded once,
-            # and survives its replacement (or deletion) on the object store.
-            self._cache_dir = tempfile.mkdtemp(prefix="fb-shelf-")
-        strategy: FBStore[T] = FBStore(get_codec(codec), self._cache_dir, secret_key=secret_key)
+        strategy = self._open_cache(get_codec(codec), secret_key)
         try:
             self.store: BackingStore[T] = BackingStore(
                 strategy, max_workers=max_workers or DEFAULT_MAX_WORKERS
@@ -144,6 +135,26 @@ class Shelf(MutableMapping[str, T]):
         # access time (object stores).
         self._accessed: dict[str, float] = {}
         self._closed = False
+
+    def _open_cache(self, codec: Codec[T], secret_key: bytes | str | None) -> FBStore[T]:
+        """Open this shelf's cache directory and its `FBStore`."""
+        if not self.location.is_local:
+            # A local cache before a remote location: a registered blob is downloaded once,
+            # and survives its replacement (or deletion) on the object store.
+            self._cache_dir = tempfile.mkdtemp(prefix="fb-shelf-")
+            return FBStore(codec, self._cache_dir, secret_key=secret_key)
+        # The cache sits next to the blobs (one device): persisting is a hard link. The
+        # cache of a shelf whose process died is taken over: its shard directories exist.
+        cache_root = f"{self.location.root}/{CACHE_DIR}"
+        dead = sweep_dead_caches(cache_root)
+        if dead is not None:
+            try:
+                self._cache_dir = dead
+                return FBStore(codec, dead, secret_key=secret_key)
+            except StoreLockedError:
+                pass  # another shelf took it over first
+        self._cache_dir = f"{cache_root}/{uuid.uuid4().hex}"
+        return FBStore(codec, self._cache_dir, secret_key=secret_key)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"live={len(self._live)}"
@@ -360,7 +371,7 @@ class Shelf(MutableMapping[str, T]):
         return self._closed
 
     def close(self) -> None:
-        """Release memory and this shelf's cache directory; what was set stays. Idempotent."""
+        """Release memory and this shelf's cache; what was set stays. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -370,7 +381,10 @@ class Shelf(MutableMapping[str, T]):
             self.pool.close()
             self.store.close()
         finally:
-            shutil.rmtree(self._cache_dir, ignore_errors=True)
+            # A local cache directory stays, empty of blobs and unlocked, for the next shelf
+            # opened here to take over (its shard directories are made already).
+            if not self.location.is_local:
+                shutil.rmtree(self._cache_dir, ignore_errors=True)
 
     async def aclose(self) -> None:
         """Async twin of `close`."""

@@ -378,11 +378,15 @@ def _mtime(info: dict[str, Any]) -> float:
         return 0.0
 
 
-def sweep_dead_caches(cache_root: str, own: str | None) -> None:
-    """Remove the cache directories of shelves whose process is gone (local disk).
+def sweep_dead_caches(cache_root: str) -> str | None:
+    """Clear the cache directories of shelves whose process is gone (local disk).
 
     A live shelf holds an ``flock`` on its cache's ``.fb-lock``: a lock that can be taken
-    belongs to a dead process.
+    belongs to a dead process. The first dead directory is returned for reuse (its shard
+    directories exist already, and its new store sweeps its blobs); the others are removed.
+
+    Returns:
+        A dead cache directory to reuse, or None.
     """
     import fcntl
     import shutil
@@ -390,10 +394,11 @@ def sweep_dead_caches(cache_root: str, own: str | None) -> None:
     try:
         names = os.listdir(cache_root)
     except FileNotFoundError:
-        return
+        return None
+    reuse = None
     for name in names:
         path = f"{cache_root}/{name}"
-        if path == own or os.path.islink(path) or not os.path.isdir(path):
+        if os.path.islink(path) or not os.path.isdir(path):
             continue
         try:
             fd = os.open(f"{path}/.fb-lock", os.O_RDWR | _O_CLOEXEC)
@@ -412,6 +417,10 @@ def sweep_dead_caches(cache_root: str, own: str | None) -> None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # alive
-            shutil.rmtree(path, ignore_errors=True)
+            if reuse is None:
+                reuse = path
+            else:
+                shutil.rmtree(path, ignore_errors=True)
         finally:
             os.close(fd)
+    return reuse

@@ -169,7 +169,7 @@ def test_a_closed_shelf_refuses_work(location: Path) -> None:
         shelf["a"]
     with pytest.raises(StoreClosedError):
         shelf["b"] = 2
-    assert os.listdir(location / "cache") == []
+    assert list((location / "cache").glob("*/??/*")) == []
 
 
 def test_sync_makes_sets_durable_without_error(shelf: Shelf[object]) -> None:
@@ -266,15 +266,19 @@ def test_concurrent_threads_read_and_write_consistent_values(shelf: Shelf[object
     assert len(list(shelf)) == 1
 
 
-def test_a_dead_shelfs_cache_directory_is_swept(location: Path) -> None:
-    """The cache directory a crashed process left behind is removed by the next open."""
-    with Shelf[Any](location, max_items=1):
-        pass
-    dead = location / "cache" / ("0" * 32)
-    dead.mkdir()
-    (dead / ".fb-lock").touch()
-    with Shelf[Any](location, max_items=1):
-        assert not dead.exists()
+def test_a_dead_shelfs_cache_directory_is_taken_over(location: Path) -> None:
+    """The next open reuses one cache directory a dead process left and removes the others."""
+    with Shelf[Any](location, max_items=1) as shelf:
+        shelf["a"] = b"x"
+    for name in ("0" * 32, "1" * 32):
+        dead = location / "cache" / name
+        dead.mkdir()
+        (dead / ".fb-lock").touch()
+    with Shelf[Any](location, max_items=1) as shelf:
+        caches = os.listdir(location / "cache")
+        assert len(caches) == 1
+        assert shelf["a"] == b"x"
+    assert list((location / "cache").glob("*/??/*")) == []  # no blob left in a cache
 
 
 def test_shelf_is_exported() -> None:
