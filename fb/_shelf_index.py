@@ -424,3 +424,47 @@ def sweep_dead_caches(cache_root: str) -> str | None:
         finally:
             os.close(fd)
     return reuse
+
+
+# -- for the command line -------------------------------------------------------------------
+
+
+def shelf_blobs(location: PreparedPath) -> PreparedPath | None:
+    """Return the blob location of the shelf at ``location``, or None if it is no shelf.
+
+    `fb ls`, `du`, `verify`, `inspect` and `gc` given a shelf work on its blobs; an error
+    reading the marker is left for them to report.
+    """
+    marker = f"{location.root}/{SHELF_MARKER}"
+    try:
+        if location.is_local:
+            if os.path.islink(marker) or not os.path.isfile(marker):
+                return None
+            with open(marker, "rb") as file:
+                content = file.read(len(SHELF_MARKER_TEXT) + 1)
+        else:
+            with remote_errors(location.url):
+                content = location.fs.cat_file(marker)
+    except OSError:
+        return None
+    if content != SHELF_MARKER_TEXT:
+        return None
+    return PreparedPath(f"{location.root}/{BLOBS_DIR}", fs=location.fs)
+
+
+def shelf_names(blobs: PreparedPath) -> dict[UUID, list[str]] | None:
+    """Return the names of each key of a shelf whose blob location is ``blobs``.
+
+    Returns:
+        ``{key: [names]}`` (expired names included), or None if ``blobs`` is not a shelf's.
+    """
+    parent, _, last = blobs.root.rpartition("/")
+    if last != BLOBS_DIR or not parent:
+        return None
+    root = PreparedPath(parent, fs=blobs.fs)
+    if shelf_blobs(root) is None:
+        return None
+    names: dict[UUID, list[str]] = {}
+    for record in NameIndex(root).scan():
+        names.setdefault(record.key, []).append(record.name)
+    return {key: sorted(found) for key, found in names.items()}
