@@ -72,7 +72,7 @@ __all__ = ["bench"]
 
 PEERS = ("numpy", "zict", "diskcache", "cachetools")
 INSTALL = "pip install 'file-backed[bench]'"
-SYSTEMS = ("fb", "raw-wt", "zict", "diskcache")
+SYSTEMS = ("fb", "fb-diskcache", "raw-wt", "zict", "diskcache")
 REFERENCE = "raw-wt"
 PHASES = ("insert", "uniform", "zipf")
 PHYSICAL = ("write", "write_fsync", "read_warm", "memcpy")
@@ -361,8 +361,9 @@ def bench(
     Two workloads, each with a memory budget of 25% of its data: small (2000 x 64 KiB
     bytes) and large (200 x 4 MiB numpy arrays). Each system inserts every item, then
     reads N uniformly random items and N Zipf-distributed ones (s = 1.1), checking every
-    value read. Systems: fb (FBPool over FBStore); raw-wt (a pickle file per key written
-    on insert, an OrderedDict LRU in front: the reference of every ratio); zict (Buffer
+    value read. Systems: fb (FBPool over FBStore); fb-diskcache (FBPool over the
+    diskcache:// backend); raw-wt (a pickle file per key written on insert, an
+    OrderedDict LRU in front: the reference of every ratio); zict (Buffer
     over Func(pickle) over File); diskcache (written through, a cachetools LRUCache in
     front); physical (one file written with and without fsync, read back warm; memcpy).
     Runs are interleaved; medians and spreads are shown. Then the hit path (ns per load

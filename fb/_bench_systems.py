@@ -1,9 +1,10 @@
 """The workloads and the systems that ``fb bench`` measures.
 
-The workloads, their values and read orders; the systems under test (``fb``, ``raw-wt``,
-``zict``, ``diskcache``) and their factories. How a phase is timed, the ``physical`` rows,
-the hit path and fb's scaling are in `fb._bench_timing`. `fb._bench` runs them, sums them up
-and reports; its module docstring describes the benchmark as a whole.
+The workloads, their values and read orders; the systems under test (``fb``,
+``fb-diskcache`` (fb over its ``diskcache://`` backend), ``raw-wt``, ``zict``, ``diskcache``)
+and their factories. How a phase is timed, the ``physical`` rows, the hit path and fb's
+scaling are in `fb._bench_timing`. `fb._bench` runs them, sums them up and reports; its
+module docstring describes the benchmark as a whole.
 """
 
 from __future__ import annotations
@@ -198,6 +199,19 @@ class _FbSystem(_System):
         self.store.close()
 
 
+class _FbDiskcacheSystem(_FbSystem):
+    """fb's pool over the ``diskcache://`` backend: blobs in an embedded SQLite database."""
+
+    name = "fb-diskcache"
+
+    def __init__(self, directory: Path, budget: int) -> None:
+        from .backends._diskcache import DiskcacheStore
+
+        self.store = BackingStore(DiskcacheStore(PickleCodec(), directory))
+        self.pool = FBPool(self.store, max_bytes=budget)
+        self.handles = []
+
+
 class _RawWT(_System):
     """The reference: write-through pickle files, an OrderedDict LRU front."""
 
@@ -293,6 +307,7 @@ class _DiskCache(_System):
 
 FACTORIES: dict[str, Callable[[Path, int], _System]] = {
     "fb": lambda directory, budget: _FbSystem(PreparedPath(directory), max_bytes=budget),
+    "fb-diskcache": _FbDiskcacheSystem,
     "raw-wt": _RawWT,
     "zict": _Zict,
     "diskcache": _DiskCache,

@@ -4,7 +4,7 @@
 offering items for eviction, dropping values, installing loaded values, acquiring and
 releasing pins. Write-back (the queue, completion, retries) is in ``_writeback.py``, and
 what a caller asks of one item outside a guard (write now, evict, prefetch) in
-``_requests.py``.
+``_requests.py``; the loops that wait for a guard (or refuse one) are in ``_acquire.py``.
 
 I/O never happens under the lock: a step decides under the lock, then the caller (or a
 worker) does the I/O, then another step records the outcome and re-checks what changed
@@ -13,7 +13,6 @@ meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -23,15 +22,19 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from ._entry import MISSING, Batch, Entry, owner, wait
+from ._acquire import Acquire, Step
+from ._entry import MISSING, Batch, Entry, add_reader, forget_reader, hold, owner
 from ._keys import new_key
 from ._lru import COLD, HOT, SegmentTaggingLRU
 from ._requests import Requests
 from ._writeback import RETRY_FIRST_DELAY, WriteBack, _events, _log
-from .exceptions import HandleClosedError
+from .exceptions import CorruptBlobError, HandleClosedError
+
+if TYPE_CHECKING:
+    from .backends import PreparedPath
 
 
 def _event_evict(key: UUID, nbytes: int, dirty: bool) -> None:
@@ -47,6 +50,12 @@ def _event_evict(key: UUID, nbytes: int, dirty: bool) -> None:
 __all__ = ["RETRY_FIRST_DELAY", "PoolCore"]
 
 T = TypeVar("T")
+
+
+def _source_path(location: PreparedPath, key: UUID) -> str:
+    """The persisted blob ``key`` at ``location``: a path on local disk, else a URL."""
+    path = location.blob_path(key)
+    return path if location.is_local else location.url + path[len(location.root) :]
 
 
 _POOLS: weakref.WeakSet[PoolCore[Any]] = weakref.WeakSet()
@@ -76,7 +85,7 @@ os.register_at_fork(
 )
 
 
-class PoolCore(Requests[T], WriteBack[T]):
+class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
     """State transitions of a pool's items (see the module docstring)."""
 
     sizeof: Callable[[Any], int]
@@ -210,25 +219,19 @@ class PoolCore(Requests[T], WriteBack[T]):
             raise HandleClosedError(f"the handle for key {entry.key.hex} was closed")
         self.store.check_open()
 
-    def _begin_write(self, entry: Entry, batch: Batch) -> None:
+    def _begin_write(self, entry: Entry, batch: Batch, who: object = None) -> None:
         """Give ``entry`` to a write guard: new key, the old blob reference dropped."""
         entry.writer = True
-        entry.writer_owner = owner()
+        entry.writer_owner = owner() if who is None else who
+        entry.source = None  # the new key's blob will be this store's own
         if entry.blob:
             entry.blob = False
             self.store.release(entry.key)
         entry.key = new_key()
 
-    def _check_self_wait(self, entry: Entry) -> None:
-        if entry.writer and entry.writer_owner == owner():
-            raise RuntimeError(
-                f"waiting for the write guard of key {entry.key.hex}, which this same "
-                "thread/task holds: release the guard first"
-            )
-
     # -- internals: acquiring guards -------------------------------------------------------
 
-    def _try_acquire(self, entry: Entry, write: bool, batch: Batch) -> Any:
+    def _try_acquire(self, entry: Entry, write: bool, batch: Batch, who: object) -> Any:
         """Under the lock: pin and return the value, or return `MISSING` (no I/O, no wait)."""
         value = entry.value
         if value is MISSING:
@@ -236,22 +239,23 @@ class PoolCore(Requests[T], WriteBack[T]):
         if write:
             if entry.readers or entry.writer or entry.writing or entry.loading:
                 return MISSING
-            self._begin_write(entry, batch)
+            self._begin_write(entry, batch, who)
         else:
             if entry.writer or entry.evicting:
                 return MISSING
-            entry.readers += 1
+            add_reader(entry, who)
         if entry.segment != HOT:
             self._offer_all(self._lru.touch(entry), batch)
         return value
 
     def _acquire_step(
-        self, entry: Entry, write: bool, touched: bool, batch: Batch
-    ) -> tuple[Any, Future[None] | UUID | None]:
+        self, entry: Entry, write: bool, touched: bool, batch: Batch, who: object
+    ) -> tuple[Any, Step]:
         """Under the lock: one step of a blocking acquire.
 
-        Returns (value, None) when pinned, (MISSING, waiter) to wait, or (MISSING, key)
-        when the caller must load blob ``key`` (``entry.loading`` is then set).
+        Returns (value, None) when pinned, (MISSING, waiter) to wait, (MISSING, key) when
+        the caller must load blob ``key`` (``entry.loading`` is then set), or (MISSING,
+        error) when ``who`` would wait for a guard it holds itself.
         """
         self._check_usable(entry)
         if not touched and entry.segment != HOT:
@@ -261,20 +265,26 @@ class PoolCore(Requests[T], WriteBack[T]):
         if entry.value is not MISSING:
             if write:
                 if not (entry.readers or entry.writer or entry.writing or entry.loading):
-                    self._begin_write(entry, batch)
+                    self._begin_write(entry, batch, who)
                     return entry.value, None
             elif not entry.writer:
-                entry.readers += 1
+                add_reader(entry, who)
                 return entry.value, None
-            self._check_self_wait(entry)
+            # A pinned value is resident, so a guard this caller holds is seen here.
+            conflict = self._conflict(entry, who, write)
+            if conflict is not None:
+                return MISSING, conflict
             return MISSING, self._waiter(entry)
         if entry.loading or entry.writer:
             return MISSING, self._waiter(entry)
         entry.loading = True
         return MISSING, entry.key
 
-    def _load_blob(self, entry: Entry, key: UUID, write: bool) -> Any:
-        """Read blob ``key`` (blocking, this thread), install the value, pin it, return it."""
+    def _load_blob(self, entry: Entry, key: UUID, write: bool, who: object = None) -> Any:
+        """Read blob ``key`` (blocking, this thread), install the value, pin it, return it.
+
+        The pin is ``who``'s (None: a pin no guard holds, as a prefetch's).
+        """
         start = time.perf_counter()
         try:
             value = self.store.strategy.load(key)
@@ -282,6 +292,7 @@ class PoolCore(Requests[T], WriteBack[T]):
         except BaseException as exc:
             batch = Batch()
             with self._lock:
+                source = entry.source
                 entry.loading = False
                 self._n["load_errors"] += 1
                 self._seconds["load"] += time.perf_counter() - start
@@ -293,6 +304,11 @@ class PoolCore(Requests[T], WriteBack[T]):
             if closed:
                 raise HandleClosedError(
                     f"the handle for key {key.hex} was closed during its load"
+                ) from exc
+            if source is not None and isinstance(exc, CorruptBlobError) and exc.source is None:
+                # The cache copy came from a persisted blob: name it, it is likely bad too.
+                raise CorruptBlobError(
+                    exc.reason, key=exc.key, path=exc.path, source=_source_path(source, key)
                 ) from exc
             raise
         batch = Batch()
@@ -312,81 +328,20 @@ class PoolCore(Requests[T], WriteBack[T]):
                     batch.events.append((self.on_load, (key, size, time.perf_counter() - start)))
                 # Pin before installing so the install's cascade cannot evict it.
                 if write:
-                    self._begin_write(entry, batch)
+                    self._begin_write(entry, batch, who)
                 else:
-                    entry.readers += 1
+                    add_reader(entry, who)
                 self._install(entry, value, size, batch)
         self._after(batch)
         if closed:
             raise HandleClosedError(f"the handle for key {key.hex} was closed during its load")
         return value
 
-    def _acquire_turn(
-        self, entry: Entry, write: bool, touched: bool, missed: bool
-    ) -> tuple[Any, Future[None] | UUID | None, bool]:
-        """One turn of the acquire loop shared by `_acquire` and `_aacquire`.
-
-        Returns (value, None, _) once pinned, (MISSING, future, missed) to wait for the
-        future and turn again, or (MISSING, key, _) when the caller must load blob ``key``.
-        ``missed`` says whether the item was out of memory on an earlier turn (a wait for
-        someone else's load still counts as a miss).
-        """
-        batch = Batch()
-        with self._lock:
-            value, step = self._acquire_step(entry, write, touched, batch)
-            if step is None:
-                if missed:
-                    self._n["misses"] += 1
-                else:
-                    self._hits += 1
-            elif isinstance(step, Future):
-                missed = missed or entry.value is MISSING
-            else:
-                self._n["misses"] += 1
-        self._after(batch)
-        return value, step, missed
-
-    def _acquire(self, entry: Entry, write: bool) -> Any:
-        """Blocking acquire of a read (or write) pin; loads in this thread on a miss."""
-        # A plain loop rather than a generator shared with _aacquire: driving a generator
-        # costs about 1 us per miss.
-        touched = missed = False
-        while True:
-            value, step, missed = self._acquire_turn(entry, write, touched, missed)
-            if step is None:
-                return value
-            if not isinstance(step, Future):
-                return self._load_blob(entry, step, write)
-            step.result()
-            touched = True
-
-    async def _aacquire(self, entry: Entry, write: bool) -> Any:
-        """Async twin of `_acquire`: the load runs on a worker, waits never block the loop."""
-        touched = missed = False
-        while True:
-            value, step, missed = self._acquire_turn(entry, write, touched, missed)
-            if step is None:
-                return value
-            if isinstance(step, Future):
-                await wait(step)
-                touched = True
-                continue
-            job = self.store.submit(self._load_blob, entry, step, write)
-            try:
-                return await wait(job)
-            except asyncio.CancelledError:
-                # The load goes on without us; give back the pin it takes for us.
-                def _unpin(done: Future[Any]) -> None:
-                    if done.exception() is None:
-                        self._release(entry, write)
-
-                job.add_done_callback(_unpin)
-                raise
-
-    def _hit(self, entry: Entry) -> Any:
+    def _hit(self, entry: Entry, who: object) -> Any:
         """The hit path: pin and return a resident value in the hot segment, else `MISSING`.
 
         One lock round trip and no allocation; anything unusual takes the full path.
+        ``who`` (the `owner`) is recorded as the pin's holder.
         """
         # acquire()/release() in try/finally rather than ``with``: looking up and calling
         # the lock's __enter__/__exit__ costs about 100 ns more per round trip, and a hit
@@ -404,28 +359,37 @@ class PoolCore(Requests[T], WriteBack[T]):
             ):
                 return MISSING
             entry.readers += 1
+            # One holder is a slot, not a list: no allocation while an item has one reader.
+            if entry.read_owner is None:
+                entry.read_owner = who
+            else:
+                hold(entry, who)
             self._hits += 1
         finally:
             lock.release()
         return value
 
-    def _release_read(self, entry: Entry) -> None:
-        """Give back a read pin; the common case is one lock round trip."""
+    def _release_read(self, entry: Entry, who: object) -> None:
+        """Give back ``who``'s read pin; the common case is one lock round trip."""
         lock = self._lock
         lock.acquire()
         try:
             entry.readers -= 1
+            if entry.read_owner == who:
+                entry.read_owner = None
+            else:
+                forget_reader(entry, who)
             if entry.readers or (
                 entry.waiter is None and not entry.closed and entry.segment != COLD
             ):
                 return
-            entry.readers += 1  # the full path below gives it back itself
+            entry.readers += 1  # the full path below gives it back itself (holder forgotten)
         finally:
             lock.release()
         self._release(entry, False)
 
-    def _release(self, entry: Entry, write: bool) -> None:
-        """Give back a pin; re-offer the item if it was pushed out while pinned."""
+    def _release(self, entry: Entry, write: bool, who: object = None) -> None:
+        """Give back a pin (a read pin of ``who``); re-offer the item if it was pushed out."""
         size = entry.size
         error: BaseException | None = None
         if write and not entry.closed:
@@ -440,6 +404,7 @@ class PoolCore(Requests[T], WriteBack[T]):
                 entry.writer_owner = None
             else:
                 entry.readers -= 1
+                forget_reader(entry, who)
             if not (entry.readers or entry.writer):
                 if entry.closed:
                     self._finalize(entry, batch)

@@ -10,7 +10,19 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 from uuid import UUID
 
-__all__ = ["MISSING", "Batch", "Entry", "owner", "wait"]
+__all__ = [
+    "MISSING",
+    "Batch",
+    "Entry",
+    "add_reader",
+    "check_timeout",
+    "forget_reader",
+    "hold",
+    "holds_read",
+    "owner",
+    "same_owner",
+    "wait",
+]
 
 R = TypeVar("R")
 
@@ -24,6 +36,11 @@ class Entry:
     holds a complete blob under ``key`` that this entry references. ``writing`` is true while
     a write of ``value`` is in flight (eviction or ``write_now``); ``evicting`` marks the
     eviction kind, during which ``try_load`` answers None as the crate does.
+
+    ``readers`` counts read pins; the `owner` of each read guard's pin is in ``read_owner``
+    (one, without allocating) or ``read_owners`` (the others), so that a thread asking for a
+    write guard while it holds a read guard is refused instead of waiting for itself.
+    ``source`` is the location a registered item's blob came from, until a write replaces it.
     """
 
     __slots__ = (
@@ -32,9 +49,12 @@ class Entry:
         "evicting",
         "key",
         "loading",
+        "read_owner",
+        "read_owners",
         "readers",
         "segment",
         "size",
+        "source",
         "stored_nbytes",
         "value",
         "waiter",
@@ -50,9 +70,12 @@ class Entry:
         self.stored_nbytes: int | None = None
         self.blob = blob
         self.readers = 0
+        self.read_owner: object = None
+        self.read_owners: list[object] | None = None
+        self.source: Any = None  # a PreparedPath; Any keeps this module free of imports
         self.segment = -1  # kept by the pool's SegmentTaggingLRU: 0, 1, 2, or -1 if not in it
         self.writer = False
-        self.writer_owner: tuple[int, object] | None = None
+        self.writer_owner: object = None
         self.writing = False
         self.evicting = False
         self.loading = False
@@ -72,12 +95,84 @@ class Batch:
         self.events: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
 
 
-def owner() -> tuple[int, object]:
-    try:
-        task: object = asyncio.current_task()
-    except RuntimeError:
-        task = None
-    return threading.get_ident(), task
+_get_ident = threading.get_ident
+_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
+
+
+def owner() -> object:
+    """Who is asking for a guard: see `same_owner`.
+
+    A blocking call passes its thread's ident (an int) itself; this is for the calls that
+    may run in a task: the pair (thread ident, task) when an event loop runs in the thread.
+    """
+    loop = _running_loop()
+    if loop is None:
+        return _get_ident()
+    return _get_ident(), _current_task(loop)
+
+
+def same_owner(holder: object, who: object) -> bool:
+    """Whether waiting for ``holder``'s guard would wait for ``who`` itself.
+
+    A thread (an int) that blocks blocks every task of its event loop too, so it is the
+    same as any of them; a task (a pair) is the same only as itself.
+    """
+    if holder == who:
+        return True
+    return type(who) is int and type(holder) is tuple and holder[0] == who
+
+
+def add_reader(entry: Entry, who: object) -> None:
+    """Under the lock: count one more read pin, held by ``who`` (None: no guard's pin)."""
+    entry.readers += 1
+    if who is not None:
+        hold(entry, who)
+
+
+def hold(entry: Entry, who: object) -> None:
+    """Under the lock: record ``who`` as the holder of one read pin (counted by the caller)."""
+    if entry.read_owner is None:
+        entry.read_owner = who
+    elif entry.read_owners is None:
+        entry.read_owners = [who]
+    else:
+        entry.read_owners.append(who)
+
+
+def forget_reader(entry: Entry, who: object) -> None:
+    """Under the lock: forget one read pin of ``who`` (the count is the caller's)."""
+    if who is None:
+        return
+    if entry.read_owner == who:
+        entry.read_owner = None
+    elif entry.read_owners:
+        with contextlib.suppress(ValueError):
+            entry.read_owners.remove(who)
+
+
+def holds_read(entry: Entry, who: object) -> bool:
+    """Under the lock: whether ``who`` holds a read guard of ``entry`` (see `same_owner`)."""
+    holder = entry.read_owner
+    if holder is not None and same_owner(holder, who):
+        return True
+    return any(same_owner(holder, who) for holder in entry.read_owners or ())
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """Return ``timeout`` if it is None or a number of seconds >= 0.
+
+    Raises:
+        TypeError: ``timeout`` is not a number.
+        ValueError: ``timeout`` is negative or NaN.
+    """
+    if timeout is None:
+        return None
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be >= 0 seconds, not {timeout!r}")
+    return timeout
 
 
 async def wait(future: Future[R]) -> R:

@@ -1,20 +1,22 @@
-"""Fb handles and the guards that pin their values."""
+"""Fb handles (their guards are in ``_guards.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
 import functools
+import threading
 import weakref
-from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
 from . import _janitor
-from ._entry import MISSING, Batch, Entry, wait
+from ._entry import MISSING, Batch, Entry, check_timeout, owner, wait
+from ._guards import ReadGuard, WriteGuard, _Acquire
 from ._persist import check_tracked
+from .exceptions import NotPicklableError
 
 if TYPE_CHECKING:
     from ._persist import TrackedPath
@@ -23,9 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["Fb", "ReadGuard", "WriteGuard"]
 
 T = TypeVar("T")
-G = TypeVar("G", bound="ReadGuard[Any] | WriteGuard[Any]")
 
 _new = object.__new__
+_get_ident = threading.get_ident
 
 
 _LIVE: dict[weakref.ref[Any], tuple[FBPool[Any], Entry]] = {}
@@ -61,9 +63,11 @@ class Fb(Generic[T]):
 
     Notes:
         Thread-safe. Read guards of one handle may be held by several threads at once; a
-        write guard is exclusive (acquiring one waits for the readers to finish). `load` and
-        `load_mut` block on a miss; `try_load` and `try_load_mut` never block and never do
-        I/O; the ``a``-methods never block the event loop.
+        write guard is exclusive (acquiring one waits for the readers to finish, and is
+        refused with `GuardConflictError` to a thread or task that holds one of them).
+        `load` and `load_mut` block on a miss and may wait (at most ``timeout``) for other
+        guards; `try_load` and `try_load_mut` never block and never do I/O; the
+        ``a``-methods never block the event loop.
     """
 
     __slots__ = ("__weakref__", "_entry", "_pool", "_ref")
@@ -112,80 +116,104 @@ class Fb(Generic[T]):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def load(self) -> ReadGuard[T]:
+    def load(self, timeout: float | None = None) -> ReadGuard[T]:
         """Return a read guard, loading the value from storage if it is not in memory.
 
         Concurrent loads of one handle read storage once. ``with handle.load() as value:``
         pins the value for the block.
 
+        Args:
+            timeout: wait at most this many seconds for a write guard held elsewhere, or for
+                another caller's load or an eviction write in flight (None: no limit). A
+                load this call makes itself is not cut short.
+
         Raises:
+            GuardConflictError: this thread or task holds the item's write guard.
+            GuardTimeoutError: the guard could not be had within ``timeout``.
             HandleClosedError: the handle was closed.
             StoreClosedError: the store was closed.
             CorruptBlobError: the blob failed its integrity check.
             CodecError: the blob could not be decoded.
             OSError: storage failed.
         """
-        value = self._pool._hit(self._entry)
+        if timeout is not None:
+            check_timeout(timeout)
+        # A blocking call's owner is its thread (it blocks every task of the thread).
+        who = _get_ident()
+        value = self._pool._hit(self._entry, who)
         if value is MISSING:
-            value = self._pool._acquire(self._entry, False)
-        # ReadGuard(self, value) without calling a Python __init__ from C: about 60 ns
+            value = self._pool._acquire(self._entry, False, who, timeout)
+        # ReadGuard(self, value, who) without calling a Python __init__ from C: about 60 ns
         # less on a hit. Keep it in step with ReadGuard.__init__.
         guard: ReadGuard[T] = _new(ReadGuard)
         guard._handle = self
         guard._value = value
+        guard._owner = who
         guard._released = False
         return guard
 
-    def aload(self) -> _Acquire[ReadGuard[T]]:
-        """Async twin of `load`: ``await handle.aload()`` or ``async with handle.aload() as v``."""
-        return _Acquire(self._aload)
+    def aload(self, timeout: float | None = None) -> _Acquire[ReadGuard[T]]:
+        """Async twin of `load`: ``await handle.aload()`` or ``async with handle.aload() as v``.
 
-    async def _aload(self) -> ReadGuard[T]:
-        return ReadGuard(self, await self._pool._aacquire(self._entry, False))
+        ``timeout`` bounds the waits as in `load`, without blocking the event loop.
+        """
+        return _Acquire(functools.partial(self._aload, check_timeout(timeout)))
+
+    async def _aload(self, patience: float | None) -> ReadGuard[T]:
+        who = owner()
+        return ReadGuard(self, await self._pool._aacquire(self._entry, False, who, patience), who)
 
     def try_load(self) -> ReadGuard[T] | None:
         """Return a read guard if the value is in memory and not busy, else None. No I/O.
 
         "Busy" is a write guard held, or an eviction write in flight.
         """
-        value = self._try(False)
-        return None if value is MISSING else ReadGuard(self, value)
+        who = _get_ident()
+        value = self._try(False, who)
+        return None if value is MISSING else ReadGuard(self, value, who)
 
     # -- writing ---------------------------------------------------------------------------
 
-    def load_mut(self) -> WriteGuard[T]:
+    def load_mut(self, timeout: float | None = None) -> WriteGuard[T]:
         """Return a write guard: exclusive access to change or replace the value.
 
         The item gets a new key and drops its reference to the old blob (deleted when no
         other handle references it). ``with handle.load_mut() as guard: guard.value = ...``
 
+        Args:
+            timeout: wait at most this many seconds for the item's other guards to be
+                released, or for a load or write of it in flight (None: no limit). A load
+                this call makes itself is not cut short.
+
         Raises:
-            RuntimeError: this thread or task holds the write guard already.
+            GuardConflictError: this thread or task holds a read guard or the write guard
+                of the item (waiting for it would never end).
+            GuardTimeoutError: the guard could not be had within ``timeout``.
             HandleClosedError: the handle was closed.
             StoreClosedError: the store was closed.
         """
-        self._pool._acquire(self._entry, True)
+        self._pool._acquire(self._entry, True, _get_ident(), check_timeout(timeout))
         return WriteGuard(self)
 
-    def aload_mut(self) -> _Acquire[WriteGuard[T]]:
+    def aload_mut(self, timeout: float | None = None) -> _Acquire[WriteGuard[T]]:
         """Async twin of `load_mut`."""
-        return _Acquire(self._aload_mut)
+        return _Acquire(functools.partial(self._aload_mut, check_timeout(timeout)))
 
-    async def _aload_mut(self) -> WriteGuard[T]:
-        await self._pool._aacquire(self._entry, True)
+    async def _aload_mut(self, patience: float | None) -> WriteGuard[T]:
+        await self._pool._aacquire(self._entry, True, owner(), patience)
         return WriteGuard(self)
 
     def try_load_mut(self) -> WriteGuard[T] | None:
         """Return a write guard if the value is in memory and nobody uses it, else None."""
-        value = self._try(True)
+        value = self._try(True, _get_ident())
         return None if value is MISSING else WriteGuard(self)
 
-    def _try(self, write: bool) -> Any:
+    def _try(self, write: bool, who: object) -> Any:
         pool, entry = self._pool, self._entry
         batch = Batch()
         with pool._lock:
             pool._check_usable(entry)
-            value = pool._try_acquire(entry, write, batch)
+            value = pool._try_acquire(entry, write, batch, who)
             if value is not MISSING:
                 pool._hits += 1
         pool._after(batch)
@@ -199,7 +227,7 @@ class Fb(Generic[T]):
         Raises:
             CodecError: the value cannot be encoded.
             OSError: storage failed.
-            RuntimeError: this thread or task holds the write guard.
+            GuardConflictError: this thread or task holds the write guard.
         """
         self._pool._write_now(self._entry)
 
@@ -295,6 +323,14 @@ class Fb(Generic[T]):
         _LIVE.pop(self._ref, None)
         self._pool._close(self._entry)
 
+    def __reduce__(self) -> Any:
+        raise NotPicklableError(
+            f"an Fb handle cannot be pickled ({self!r}): it belongs to a pool in this "
+            "process. Pickle its value instead (with handle.load() as value: ...), or "
+            "persist it (handle.persist(tracked), then store.fsync(tracked)) and send the "
+            "key: the other process calls pool.register(tracked, key)"
+        )
+
     def __enter__(self) -> Fb[T]:
         return self
 
@@ -305,174 +341,3 @@ class Fb(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class _Acquire(Generic[G]):
-    """What ``aload``/``aload_mut`` return: awaitable, and an async context manager."""
-
-    __slots__ = ("_factory", "_guard")
-
-    def __init__(self, factory: Callable[[], Awaitable[G]]) -> None:
-        self._factory = factory
-        self._guard: G | None = None
-
-    def __await__(self) -> Generator[Any, None, G]:
-        return self._factory().__await__()
-
-    async def __aenter__(self) -> Any:
-        self._guard = guard = await self._factory()
-        return guard.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._guard is not None:
-            self._guard.release()
-
-
-class ReadGuard(Generic[T]):
-    """Pins a value in memory while held; ``with`` enters to the value itself.
-
-    Release it with ``with``, `release`, or by dropping it (then the release is deferred to
-    a background thread). An item pushed out of the budget while pinned is re-offered for
-    eviction when its last guard goes.
-
-    Notes:
-        A guard is meant for one thread or task; the value itself must not be mutated
-        through a read guard (use `Fb.load_mut`).
-    """
-
-    __slots__ = ("_handle", "_released", "_value")
-
-    def __init__(self, handle: Fb[T], value: T) -> None:
-        # Fb.load sets these same attributes itself, on the hit path: keep both in step.
-        self._handle = handle
-        self._value = value
-        self._released = False
-
-    def __repr__(self) -> str:
-        state = "released" if self._released else "held"
-        return f"<ReadGuard key={self._handle.key.hex} {state}>"
-
-    @property
-    def value(self) -> T:
-        """The value; raises RuntimeError after `release`."""
-        if self._released:
-            raise RuntimeError("the read guard was released")
-        return self._value
-
-    def release(self) -> None:
-        """Unpin the value. Idempotent."""
-        if not self._released:
-            self._released = True
-            self._value = None  # type: ignore[assignment]
-            handle = self._handle
-            handle._pool._release_read(handle._entry)
-
-    def __enter__(self) -> T:
-        if self._released:
-            raise RuntimeError("the read guard was released")
-        return self._value
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._released:
-            self._released = True
-            self._value = None  # type: ignore[assignment]
-            handle = self._handle
-            handle._pool._release_read(handle._entry)
-
-    async def __aenter__(self) -> T:
-        return self.value
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        if not self._released:
-            self._released = True
-            handle = self._handle
-            _janitor.put(functools.partial(handle._pool._release, handle._entry, False))
-
-
-class WriteGuard(Generic[T]):
-    """Exclusive access to a value: read, mutate, or replace it through `value`.
-
-    ``with handle.load_mut() as guard:`` enters to the guard. On release the value is
-    measured again for the byte budget and, being new, has no blob until it is written.
-
-    Notes:
-        A guard is meant for one thread or task.
-    """
-
-    __slots__ = ("_handle", "_released")
-
-    def __init__(self, handle: Fb[T]) -> None:
-        self._handle = handle
-        self._released = False
-
-    def __repr__(self) -> str:
-        state = "released" if self._released else "held"
-        return f"<WriteGuard key={self._handle.key.hex} {state}>"
-
-    @property
-    def value(self) -> T:
-        """The value; assign to replace it. Raises RuntimeError after `release`."""
-        if self._released:
-            raise RuntimeError("the write guard was released")
-        return self._handle._entry.value  # type: ignore[no-any-return]
-
-    @value.setter
-    def value(self, new: T) -> None:
-        if self._released:
-            raise RuntimeError("the write guard was released")
-        self._handle._entry.value = new
-
-    def release(self) -> None:
-        """Give the value back to the pool. Idempotent."""
-        if not self._released:
-            self._released = True
-            handle = self._handle
-            handle._pool._release(handle._entry, True)
-
-    def __enter__(self) -> WriteGuard[T]:
-        if self._released:
-            raise RuntimeError("the write guard was released")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    async def __aenter__(self) -> WriteGuard[T]:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        if not self._released:
-            self._released = True
-            handle = self._handle
-            _janitor.put(functools.partial(handle._pool._release, handle._entry, True))

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-__all__ = ["flush", "put"]
+__all__ = ["flush", "is_janitor", "put"]
 
 _log = logging.getLogger("fb")
 
@@ -57,6 +57,11 @@ def flush() -> Future[None]:
     done: Future[None] = Future()
     _queue.put(lambda: done.set_result(None))
     return done
+
+
+def is_janitor() -> bool:
+    """Whether the calling thread is the janitor (which must never wait for a `flush`)."""
+    return _thread is not None and threading.current_thread() is _thread
 
 
 def _after_fork_in_child() -> None:

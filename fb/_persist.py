@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from .backends import PreparedPath
-from .exceptions import InvalidKeyError
+from .exceptions import InvalidKeyError, NotPicklableError
 
 if TYPE_CHECKING:
     from ._handle import Fb
@@ -99,6 +99,13 @@ class TrackedPath:
 
     def __repr__(self) -> str:
         return f"<TrackedPath {self.path.url} keys={len(self._keys)} unknown={len(self.unknown)}>"
+
+    def __reduce__(self) -> Any:
+        raise NotPicklableError(
+            f"a TrackedPath cannot be pickled ({self!r}): it belongs to a store of this "
+            "process. Pickle its location (tracked.path, a PreparedPath) and call "
+            "store.track_path(path) in the other process"
+        )
 
     @property
     def store(self) -> BackingStore[Any]:

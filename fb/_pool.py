@@ -22,6 +22,7 @@ from ._persist import TrackedPath, check_tracked, parse_key
 from ._sizeof import default_sizeof
 from ._stats import PoolStatistics
 from ._store import BackingStore
+from .exceptions import NotPicklableError
 
 __all__ = ["FBPool"]
 
@@ -154,6 +155,13 @@ class FBPool(PoolCore[T]):
     def __len__(self) -> int:
         return len(self._lru)
 
+    def __reduce__(self) -> Any:
+        raise NotPicklableError(
+            f"an FBPool cannot be pickled ({self!r}): its values and handles live in this "
+            "process. Pickle the values, or persist the items (Fb.persist, then "
+            "store.fsync) and register their keys in a pool of the other process"
+        )
+
     # -- public API ------------------------------------------------------------------------
 
     def insert(self, value: T) -> Fb[T]:
@@ -216,6 +224,7 @@ class FBPool(PoolCore[T]):
             return None
         tracked._added(key, (), placed=False)
         entry = Entry(key, MISSING, 0, blob=True)
+        entry.source = tracked.path  # named by a CorruptBlobError of the cache copy
         with self._lock:
             self._lru.push_back(entry, 0)
         return Fb(self, entry)

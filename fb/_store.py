@@ -19,15 +19,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from uuid import UUID
 
 import attrs
 
-from . import _janitor
+from . import _exit, _janitor
 from ._stats import StoreStatistics
 from ._workers import _STORES, _STRIPES, Workers
-from .exceptions import StoreClosedError
+from .exceptions import NotPicklableError, StoreClosedError
 from .typing import Strategy
 
 if TYPE_CHECKING:
@@ -132,12 +132,20 @@ class BackingStore(Workers, Generic[T]):
         weakref.finalize(self, _warn_unclosed, self._shared, f"BackingStore({strategy!r})")
         _janitor.start()
         _STORES.add(self)
+        _exit.track(self)  # closed at interpreter exit if the program forgets to
 
     def __repr__(self) -> str:
         state = "closed" if self._shared.closed else "open"
         return (
             f"<BackingStore {self.strategy!r} blobs={len(self._refs)} "
             f"pending={self._tasks} errors={len(self._errors)} {state}>"
+        )
+
+    def __reduce__(self) -> Any:
+        raise NotPicklableError(
+            f"a BackingStore cannot be pickled ({self!r}): it owns worker threads, locks "
+            "and the blobs of this process. Open a store of its own in the other process "
+            "(fb.open_pool or BackingStore) and register the persisted items there"
         )
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -12,7 +12,11 @@ Each class also inherits the builtin exception it means, so code that already ca
     ├── BlobNotFoundError(FbError, FileNotFoundError)  a blob that should exist does not
     ├── StoreClosedError(FbError, RuntimeError)   the BackingStore was closed
     ├── HandleClosedError(FbError, RuntimeError)  the Fb handle was closed
-    └── StoreLockedError(FbError, RuntimeError)   another live store owns the cache directory
+    ├── StoreLockedError(FbError, RuntimeError)   another live store owns the cache directory
+    ├── GuardConflictError(FbError, RuntimeError) a guard that this thread's own guard blocks
+    ├── GuardTimeoutError(FbError, TimeoutError)  a guard not had within ``timeout``
+    ├── NotPicklableError(FbError, TypeError)     a handle, guard, pool or store was pickled
+    └── UnsafeLocationError(FbError, PermissionError)  a directory or file fb must not trust
 
 Errors raised by storage itself (disk full, permission denied) pass through as the
 ``OSError`` subclass they are, with the path in the message.
@@ -29,11 +33,15 @@ __all__ = [
     "CorruptBlobError",
     "FbError",
     "ForeignLocationError",
+    "GuardConflictError",
+    "GuardTimeoutError",
     "HandleClosedError",
     "InvalidKeyError",
+    "NotPicklableError",
     "PluginNotFoundError",
     "StoreClosedError",
     "StoreLockedError",
+    "UnsafeLocationError",
 ]
 
 
@@ -47,16 +55,29 @@ class CorruptBlobError(FbError, ValueError):
     Attributes:
         key: the blob's key, when known.
         path: where the blob lives.
+        source: for a registered item, the persisted blob its cache copy came from.
+        reason: the message without the key, path and source.
     """
 
-    def __init__(self, message: str, *, key: UUID | None = None, path: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: UUID | None = None,
+        path: str | None = None,
+        source: str | None = None,
+    ) -> None:
         self.key = key
         self.path = path
+        self.source = source
+        self.reason = message
         where = []
         if key is not None:
             where.append(f"key {key.hex}")
         if path is not None:
             where.append(f"at {path}")
+        if source is not None:
+            where.append(f"registered from {source}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
 
 
@@ -134,3 +155,32 @@ class HandleClosedError(FbError, RuntimeError):
 
 class StoreLockedError(FbError, RuntimeError):
     """Another live store (in this or another process) owns the cache directory."""
+
+
+class GuardConflictError(FbError, RuntimeError):
+    """A guard the calling thread (or task) can never get, because its own guard blocks it.
+
+    Asking for a write guard of an item while holding one of its read guards, or for any
+    guard of an item while holding its write guard, would wait for oneself forever.
+    """
+
+
+class GuardTimeoutError(FbError, TimeoutError):
+    """A guard could not be had within the ``timeout`` given to ``load`` or ``load_mut``."""
+
+
+class NotPicklableError(FbError, TypeError):
+    """A handle, guard, pool or store was pickled: they hold threads, locks and live state.
+
+    Pickle the value instead, or persist the item and register its key in the other process.
+    """
+
+
+class UnsafeLocationError(FbError, PermissionError):
+    """A directory or file fb refuses to use: it could let someone else redirect fb's I/O.
+
+    Raised for a cache directory that another user owns or that group or others can write
+    (or one inside such a directory), and for a symbolic link or other non-regular,
+    non-directory entry where fb expects its own lock file or shard directory. The message
+    names the path and the reason; nothing was created, changed or deleted.
+    """

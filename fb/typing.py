@@ -13,7 +13,7 @@ from uuid import UUID
 if TYPE_CHECKING:
     from .backends import PreparedPath
 
-__all__ = ["BackingStoreT", "Codec", "Strategy"]
+__all__ = ["BackingStoreT", "BufferCodec", "Codec", "Strategy"]
 
 T = TypeVar("T")
 
@@ -45,6 +45,23 @@ class Codec(Protocol[T]):
 
 
 @runtime_checkable
+class BufferCodec(Codec[T], Protocol[T]):
+    """A `Codec` that can also decode a payload held whole in memory (optional).
+
+    A store that holds a whole verified blob in memory (up to 1 MiB) calls ``loads``
+    instead of ``load``: no file-object layer, and often no copy. Declaring a codec as a
+    ``BufferCodec`` lets mypy check the method's signature.
+    """
+
+    def loads(self, data: memoryview) -> T:
+        """Read one value from ``data``, exactly what ``dump`` wrote.
+
+        The value must not keep a reference to ``data``: the buffer may be reused.
+        """
+        ...
+
+
+@runtime_checkable
 class BackingStoreT(Protocol):
     """Low-level blob storage by key: the part of a backend that does not know ``T``.
 
@@ -62,7 +79,13 @@ class BackingStoreT(Protocol):
         ...
 
     def scan(self, location: PreparedPath) -> tuple[set[UUID], list[str]]:
-        """Return the keys persisted at ``location`` and the names there it does not own."""
+        """Return the keys persisted at ``location`` and the names there it does not own.
+
+        Raises:
+            FileNotFoundError: the location does not exist.
+            ForeignLocationError: the location is this backend's own cache, or one it
+                cannot persist to (`BackingStore.track_path` relies on this refusal).
+        """
         ...
 
     def persist(self, key: UUID, location: PreparedPath) -> list[str]:

@@ -16,11 +16,15 @@ from fb.exceptions import (
     CorruptBlobError,
     FbError,
     ForeignLocationError,
+    GuardConflictError,
+    GuardTimeoutError,
     HandleClosedError,
     InvalidKeyError,
+    NotPicklableError,
     PluginNotFoundError,
     StoreClosedError,
     StoreLockedError,
+    UnsafeLocationError,
 )
 
 MEANING: list[tuple[type[FbError], type[Exception]]] = [
@@ -33,6 +37,10 @@ MEANING: list[tuple[type[FbError], type[Exception]]] = [
     (StoreClosedError, RuntimeError),
     (HandleClosedError, RuntimeError),
     (StoreLockedError, RuntimeError),
+    (GuardConflictError, RuntimeError),
+    (GuardTimeoutError, TimeoutError),
+    (NotPicklableError, TypeError),
+    (UnsafeLocationError, PermissionError),
 ]
 
 
@@ -85,6 +93,15 @@ def test_corrupt_blob_error_names_key_and_path() -> None:
     assert key.hex in str(error)
     assert "/c/ab/x" in str(error)
     assert str(CorruptBlobError("bare")) == "bare"
+
+
+def test_corrupt_blob_error_names_the_source_of_a_registered_blob() -> None:
+    """CorruptBlobError keeps the persisted blob a cache copy came from, and shows it."""
+    key = uuid4()
+    error = CorruptBlobError("checksum mismatch", key=key, path="/c/x", source="/p/x")
+    assert (error.source, error.reason) == ("/p/x", "checksum mismatch")
+    assert str(error).endswith("(key " + key.hex + ", at /c/x, registered from /p/x)")
+    assert CorruptBlobError("bare").source is None
 
 
 def test_codec_error_names_codec_key_and_path() -> None:

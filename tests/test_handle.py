@@ -7,13 +7,15 @@ import gc
 import threading
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fb import BackingStore, Fb, FBPool, ReadGuard, WriteGuard
-from fb.exceptions import HandleClosedError
+from fb.exceptions import CorruptBlobError, HandleClosedError
 from tests.conftest import TIMEOUT, CountingStore, value_of
+from tests.persist_helpers import blob, open_store
 
 
 async def avalue_of(handle: Fb[Any]) -> Any:
@@ -465,3 +467,51 @@ def test_cancelled_aload_gives_its_pin_back(
 
     asyncio.run(main())
     assert counting.loaded == [key]
+
+
+# -- errors of registered items ---------------------------------------------------------------
+
+
+def test_corrupt_registered_blob_names_where_it_was_registered_from(
+    tmp_path: Path, persist_dir: Path, cache_dir: Path
+) -> None:
+    """CorruptBlobError of a registered item names its cache copy and its persisted blob."""
+    with open_store(tmp_path / "writer") as (writer, _):
+        tracked = writer.track_path(persist_dir)
+        key = FBPool(writer, max_items=1).insert(b"precious" * 100).persist(tracked)
+        writer.fsync(tracked)
+    with open_store(cache_dir) as (store, counting):
+        pool: FBPool[bytes] = FBPool(store, max_items=1)
+        handle = pool.register(store.track_path(persist_dir), key)
+        assert handle is not None
+        cached = counting.blob_path(key)
+        damaged = bytearray(cached.read_bytes())
+        damaged[40] ^= 0xFF
+        cached.unlink()  # a copy of its own: the persisted blob stays whole
+        cached.write_bytes(bytes(damaged))
+        with pytest.raises(CorruptBlobError, match="registered from") as caught:
+            handle.load()
+        error = caught.value
+        assert (error.key, error.path) == (key, str(cached))
+        assert error.source == str(blob(persist_dir, key))
+        assert error.source in str(error)
+        assert "checksum mismatch" in str(error)
+        assert blob(persist_dir, key).read_bytes() != bytes(damaged)
+        handle.close()
+
+
+def test_corrupt_own_blob_names_no_source(
+    store: BackingStore[Any], counting: CountingStore
+) -> None:
+    """An item this store wrote itself has no source: the error names its cache path only."""
+    pool: FBPool[bytes] = FBPool(store, max_items=0)
+    handle = pool.insert(b"precious" * 100)
+    store.finished()
+    path = counting.blob_path(handle.key)
+    damaged = bytearray(path.read_bytes())
+    damaged[40] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptBlobError) as caught:
+        handle.load()
+    assert caught.value.source is None
+    assert "registered from" not in str(caught.value)

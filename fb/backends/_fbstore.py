@@ -13,6 +13,7 @@ import secrets
 import threading
 import weakref
 from collections.abc import Mapping
+from stat import S_ISREG
 from typing import IO, Any, TypeVar, cast
 from uuid import UUID
 
@@ -36,14 +37,23 @@ from ..exceptions import (
     FbError,
     ForeignLocationError,
     StoreLockedError,
+    UnsafeLocationError,
 )
 from ..typing import Codec
 from . import _locations
 from ._decode import BlobReader
 from ._fdsink import FdSink
 from ._lease import LeaseKeeper
-from ._locations import remote_errors
+from ._locations import MARKER_NAME, remote_errors
 from ._prepared_path import SHARDS, PreparedPath, as_prepared_path
+from ._safety import (
+    O_SAFE_READ,
+    check_private_dir,
+    kind_of,
+    make_private_dirs,
+    open_regular,
+    real_dirs,
+)
 
 __all__ = ["FBStore"]
 
@@ -54,11 +64,12 @@ _log = logging.getLogger("fb")
 LOCK_NAME = ".fb-lock"
 SMALL_BLOB = 1 << 20
 """Blobs up to this size are read whole and checked before decoding; larger ones stream."""
+_SHARD_SET = frozenset(SHARDS)
 _BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
 _TEMP_NAME = re.compile(r"^\.[0-9a-f]{32}\.[0-9a-f]+\.tmp$")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_READ = os.O_RDONLY | _O_CLOEXEC
-_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+_O_READ = O_SAFE_READ
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _TEMP_SERIAL = itertools.count()
 """Suffixes of local temporary names (``next`` on a count is atomic under the GIL)."""
 
@@ -147,11 +158,27 @@ class FBStore(BlobReader[T]):
         self._lock_fd: int | None = None
         self._close_lock = threading.Lock()
         self._claimed: set[str] = set()
-        self.path.prepare()
+        fresh_lock = False
         if self.path.is_local:
-            self._lock_fd = self._acquire_lock()
+            make_private_dirs(self.path.root)
+            check_private_dir(self.path.root)
+            self._check_layout()
+            self._lock_fd, fresh_lock = self._acquire_lock()
+        else:
+            self.path.prepare()
         if sweep or (sweep is None and self.path.is_local):
-            self.sweep()
+            if fresh_lock and self._has_blobs():
+                # Blobs but no lock file: its owner may be alive, its lock file deleted
+                # under it (a tmp cleaner, a user). Sweeping could delete its live blobs.
+                _log.warning(
+                    "fb: %s holds blobs but had no lock file %s; not swept, in case a live "
+                    "store lost its lock file (run `fb gc %s` once no store uses it)",
+                    self.path.root,
+                    LOCK_NAME,
+                    self.path.root,
+                )
+            else:
+                self.sweep()
         # No lock outside local disk: a lease tells `fb gc` this store is alive (_lease.py).
         self._lease = None if self.path.is_local else LeaseKeeper(self.path)
         if self._lease is not None:
@@ -169,11 +196,63 @@ class FBStore(BlobReader[T]):
 
     # -- ownership -------------------------------------------------------------------------
 
-    def _acquire_lock(self) -> int:
+    def _check_layout(self) -> None:
+        """Refuse a cache directory whose shard names are not directories fb made.
+
+        A shard that is a link (into a persist location, say) would have the sweep delete
+        and the writes land where the link points; a persist location is not a cache.
+        """
+        root = self.path.root
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.name == MARKER_NAME:
+                    raise ForeignLocationError(
+                        f"{root} is a persist location (it holds {MARKER_NAME}), not a cache "
+                        "directory: opening it as a cache would sweep its blobs"
+                    )
+                if entry.name in _SHARD_SET and not entry.is_dir(follow_symlinks=False):
+                    kind = kind_of(entry.stat(follow_symlinks=False).st_mode)
+                    raise UnsafeLocationError(
+                        f"{entry.path} is {kind}, not a shard directory fb made: fb neither "
+                        "follows nor deletes it; remove it or use another cache directory"
+                    )
+
+    def _has_blobs(self) -> bool:
+        for shard in real_dirs(self.path.root, _SHARD_SET & set(os.listdir(self.path.root))):
+            with os.scandir(f"{self.path.root}/{shard}") as entries:
+                if any(_BLOB_NAME.match(e.name) or _TEMP_NAME.match(e.name) for e in entries):
+                    return True
+        return False
+
+    def _acquire_lock(self) -> tuple[int, bool]:
+        """Lock the cache directory; return the lock file's descriptor and if it was new.
+
+        The lock file is opened without following a link and must be a regular file with
+        one name: truncating a planted link or hard link would destroy another file.
+        """
         lock_path = f"{self.path.root}/{LOCK_NAME}"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o600)
         try:
+            try:
+                fd = open_regular(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+                created = True
+            except FileExistsError:
+                fd = open_regular(lock_path, os.O_RDWR)
+                created = False
+        except IsADirectoryError as exc:
+            raise UnsafeLocationError(f"lock file {lock_path} is {exc.strerror}") from None
+        try:
+            held = os.fstat(fd)
+            if held.st_nlink != 1:
+                raise UnsafeLocationError(
+                    f"lock file {lock_path} has {held.st_nlink} names (a hard link to "
+                    "another file?); fb will not write to it"
+                )
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not self._holds(fd, lock_path):
+                raise StoreLockedError(
+                    f"lock file {lock_path} was replaced while this store opened; "
+                    "another store is opening the same directory"
+                )
         except BlockingIOError:
             os.close(fd)
             raise StoreLockedError(
@@ -185,14 +264,35 @@ class FBStore(BlobReader[T]):
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        return fd
+        return fd, created
+
+    @staticmethod
+    def _holds(fd: int, lock_path: str) -> bool:
+        """Whether ``lock_path`` is still the file open as ``fd`` (not deleted, not replaced)."""
+        try:
+            on_disk = os.lstat(lock_path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
     def sweep(self) -> int:
         """Delete blobs and temporary files left by an earlier owner; return how many.
 
-        Only names fb writes are touched; anything else in the directory is left alone.
+        Only names fb writes are touched, never through a link; anything else in the
+        directory is left alone.
+
+        Raises:
+            StoreLockedError: the lock file on disk is no longer the one this store holds
+                (deleted or replaced): another store may own the directory now.
         """
         removed = 0
+        lock_fd = self._lock_fd
+        if lock_fd is not None and not self._holds(lock_fd, f"{self.path.root}/{LOCK_NAME}"):
+            raise StoreLockedError(
+                f"the lock file of {self.path.root} is no longer this store's (deleted or "
+                "replaced); not sweeping, since another store may own the directory now"
+            )
         if not self.path.is_local:
             fs = self.path.fs
             prefix = self.path.root + "/"
@@ -203,7 +303,11 @@ class FBStore(BlobReader[T]):
                         with contextlib.suppress(FileNotFoundError):
                             fs.rm_file(path)
                             removed += 1
-        shards = set(os.listdir(self.path.root)) & set(SHARDS) if self.path.is_local else ()
+        shards = (
+            real_dirs(self.path.root, set(os.listdir(self.path.root)) & _SHARD_SET)
+            if self.path.is_local
+            else ()
+        )
         for shard in sorted(shards):
             with os.scandir(f"{self.path.root}/{shard}") as entries:
                 for item in entries:
@@ -258,7 +362,8 @@ class FBStore(BlobReader[T]):
                 fd = os.open(tmp, _O_CREATE, 0o600)
             except FileNotFoundError:
                 # Shard directories are made on first use: opening a store stays cheap.
-                os.makedirs(shard, mode=0o700, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(shard, 0o700)
                 fd = os.open(tmp, _O_CREATE, 0o600)
         except OSError as exc:
             raise _with_path(exc, tmp) from exc
@@ -347,9 +452,14 @@ class FBStore(BlobReader[T]):
         path = self.path.blob_path(key)
         try:
             if self.path.is_local:
-                fd = os.open(path, _O_READ)
+                fd = os.open(path, _O_READ)  # no link followed, no FIFO waited on
                 try:
-                    size = os.fstat(fd).st_size
+                    st = os.fstat(fd)
+                    if not S_ISREG(st.st_mode):
+                        raise CorruptBlobError(
+                            f"not a regular file but {kind_of(st.st_mode)}", key=key, path=path
+                        )
+                    size = st.st_size
                     if size <= SMALL_BLOB:
                         # One read into one buffer, then everything happens on it: fewer
                         # system calls than streaming, and the codec sees only verified
@@ -375,6 +485,10 @@ class FBStore(BlobReader[T]):
                 errno.ENOENT, f"no blob for key {key.hex} (was it deleted?)", path
             ) from exc
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptBlobError(
+                    "not a regular file but a symbolic link", key=key, path=path
+                ) from None
             raise _with_path(exc, path) from exc
         with file:
             try:
@@ -403,7 +517,10 @@ class FBStore(BlobReader[T]):
         """Return whether blob ``key`` is on storage."""
         path = self.path.blob_path(key)
         if self.path.is_local:
-            return os.path.exists(path)
+            try:
+                return S_ISREG(os.lstat(path).st_mode)
+            except FileNotFoundError:
+                return False
         with remote_errors(self.path.fs.unstrip_protocol(path)):
             return bool(self.path.fs.exists(path))
 

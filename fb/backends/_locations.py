@@ -20,11 +20,13 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from uuid import UUID
 
-from ..exceptions import FbError, ForeignLocationError
+from ..exceptions import CorruptBlobError, FbError, ForeignLocationError, UnsafeLocationError
 from ._prepared_path import SHARDS, PreparedPath
+from ._safety import kind_of, open_regular
 
 __all__ = ["MARKER_NAME", "place", "remote_errors", "scan", "sync_paths"]
 
@@ -37,6 +39,7 @@ _BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
 _TEMP_NAME = re.compile(r"^\.[0-9a-f]{32}\.[0-9a-f]+\.tmp$")
 _MARKER_TEMP = re.compile(r"^\.fb-persist\.[0-9a-f]+\.tmp$")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
 
@@ -88,14 +91,20 @@ def scan(location: PreparedPath) -> tuple[set[UUID], list[str]]:
     if location.is_local:
         if not os.path.isdir(root):
             raise FileNotFoundError(errno.ENOENT, "persist location does not exist", root)
-        for name in os.listdir(root):
-            path = f"{root}/{name}"
-            if name in SHARDS and os.path.isdir(path):
-                for blob in os.listdir(path):
-                    if _BLOB_NAME.match(blob) and blob.startswith(name):
-                        keys.add(UUID(hex=blob))
-                    elif not _TEMP_NAME.match(blob):
-                        unknown.append(f"{name}/{blob}")
+        with os.scandir(root) as entries:
+            listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        for name, is_dir in listed:
+            if name in SHARDS and is_dir:  # a link with a shard's name is not one: unknown
+                with os.scandir(f"{root}/{name}") as blobs:
+                    for blob in blobs:
+                        if (
+                            _BLOB_NAME.match(blob.name)
+                            and blob.name.startswith(name)
+                            and blob.is_file(follow_symlinks=False)
+                        ):
+                            keys.add(UUID(hex=blob.name))
+                        elif not _TEMP_NAME.match(blob.name):
+                            unknown.append(f"{name}/{blob.name}")
             elif name not in (MARKER_NAME, _LOCK_NAME) and not _MARKER_TEMP.match(name):
                 unknown.append(name)
     else:
@@ -145,7 +154,7 @@ def claim(location: PreparedPath) -> list[str]:
             # Written whole under a temporary name, then linked into place: concurrent first
             # persists agree on one marker, and a crash never leaves an empty one behind.
             tmp = f"{root}/{MARKER_NAME}.{secrets.token_hex(4)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+            fd = os.open(tmp, _O_NEW, 0o600)
             try:
                 with open(fd, "wb") as file:
                     file.write(MARKER_TEXT)
@@ -160,7 +169,11 @@ def claim(location: PreparedPath) -> list[str]:
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
-        with open(marker, "rb") as file:
+        try:
+            fd = open_regular(marker)
+        except IsADirectoryError as exc:
+            raise ForeignLocationError(f"{marker} is {exc.strerror}; not fb's marker") from None
+        with open(fd, "rb") as file:
             content = file.read(len(MARKER_TEXT) + 1)
     else:
         with remote_errors(location.url):
@@ -207,8 +220,8 @@ def _copy_local(src: str, dst: str) -> None:
     directory, name = os.path.split(dst)
     tmp = f"{directory}/.{name}.{secrets.token_hex(4)}.tmp"
     try:
-        with open(src, "rb") as fsrc:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+        with open(open_regular(src), "rb") as fsrc:
+            fd = os.open(tmp, _O_NEW, 0o600)
             with open(fd, "wb") as fdst:
                 shutil.copyfileobj(fsrc, fdst, 1 << 20)
                 fdst.flush()
@@ -218,6 +231,51 @@ def _copy_local(src: str, dst: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _check_shard(location: PreparedPath, shard: str, *, create: bool, refuse: bool = True) -> bool:
+    """Whether ``shard`` of a local location is a real directory; with ``create``, make it.
+
+    Raises:
+        UnsafeLocationError: with ``refuse``, ``shard`` is a link or not a directory: fb
+            never writes or deletes through it.
+    """
+    try:
+        mode = os.lstat(shard).st_mode
+    except FileNotFoundError:
+        if not create:
+            return False
+        # mkdir, not makedirs: a location that was removed must not come back unmarked.
+        try:
+            os.mkdir(shard, 0o700)
+            return True
+        except FileExistsError:
+            mode = os.lstat(shard).st_mode
+    if stat.S_ISDIR(mode):
+        return True
+    if refuse:
+        raise UnsafeLocationError(
+            f"{shard} in {location.url} is {kind_of(mode)}, not a shard directory fb made: fb "
+            "neither writes nor deletes through it; remove it"
+        )
+    return False
+
+
+def _check_source(location: PreparedPath, source: str, key: UUID) -> None:
+    """Make sure the blob at ``source`` is a regular file in a real shard directory.
+
+    Raises:
+        FileNotFoundError: there is no blob ``key`` at ``location``.
+        CorruptBlobError: the name is a link, FIFO or anything but a regular file, or its
+            shard is not a real directory; nothing of it was read.
+    """
+    shard = os.path.dirname(source)
+    for path in (shard, source):
+        mode = os.lstat(path).st_mode
+        want = stat.S_ISDIR if path == shard else stat.S_ISREG
+        if not want(mode):
+            what = "shard directory" if path == shard else "regular file"
+            raise CorruptBlobError(f"not a {what} but {kind_of(mode)}", key=key, path=path)
 
 
 def place(src: PreparedPath, dst: PreparedPath, key: UUID, *, durable: bool) -> list[str]:
@@ -244,16 +302,16 @@ def place(src: PreparedPath, dst: PreparedPath, key: UUID, *, durable: bool) -> 
     shard = dst.shard_dir(key)
     if src.is_local and dst.is_local:
         synced = [target, shard, dst.root]
-        if os.path.exists(target):
+        _check_source(src, source, key)
+        if _check_shard(dst, shard, create=True) and os.path.lexists(target):
             # Already there, perhaps placed by a process that died before its fsync: the
             # caller syncs it again rather than trust it.
             return synced
-        if not os.path.isdir(shard):
-            # mkdir, not makedirs: a location that was removed must not come back unmarked.
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(shard, 0o700)
         try:
-            os.link(source, target)
+            # link() does not follow a link at ``source`` (checked above, in a shard that
+            # is a real directory): a name swapped meanwhile is linked as itself, and a
+            # load of it then fails (no link is followed there either).
+            os.link(source, target, follow_symlinks=False)
         except FileExistsError:
             return synced
         except OSError as exc:
@@ -273,9 +331,8 @@ def _place_remote(
 ) -> list[str]:
     if dst.is_local:
         # Object store or other filesystem -> local: download to a temporary name, rename.
-        if os.path.exists(target):
+        if _check_shard(dst, os.path.dirname(target), create=True) and os.path.lexists(target):
             return []
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         directory, name = os.path.split(target)
         tmp = f"{directory}/.{name}.{secrets.token_hex(4)}.tmp"
         try:
@@ -333,9 +390,12 @@ def remove(location: PreparedPath, key: UUID) -> list[str]:
     """Delete blob ``key`` from ``location``; return the directory to sync."""
     path = location.blob_path(key)
     if location.is_local:
+        shard = location.shard_dir(key)
+        if not _check_shard(location, shard, create=False, refuse=False):
+            return []  # no shard, or a link that only looks like one: nothing of fb's
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        return [location.shard_dir(key)]
+        return [shard]
     with remote_errors(location.url), contextlib.suppress(FileNotFoundError):
         location.fs.rm_file(path)
     return []
@@ -351,9 +411,9 @@ def sync_paths(paths: set[str]) -> None:
     dirs = sorted((p for p in paths if os.path.isdir(p)), key=len, reverse=True)
     for path in files:
         try:
-            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-        except FileNotFoundError:
-            continue  # deleted since: nothing to make durable
+            fd = open_regular(path)
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # deleted since, or not a blob fb placed: nothing of fb's to sync
         try:
             os.fsync(fd)
         finally:

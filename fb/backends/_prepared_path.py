@@ -59,6 +59,11 @@ def _protocols(fs: Any) -> set[str]:
     return {protocol} if isinstance(protocol, str) else set(protocol)
 
 
+_LOCAL_OPTIONS = frozenset(
+    {"auto_mkdir", "skip_instance_cache", "use_listings_cache", "listings_expiry_time"}
+)
+"""What fsspec's LocalFileSystem does something with; it ignores any other keyword."""
+
 class PreparedPath:
     """A directory (or object-store prefix) that holds blobs as ``root/xx/<32 hex>``.
 
@@ -108,6 +113,13 @@ class PreparedPath:
             protocol = target.split("://", 1)[0] if "://" in target else "file"
             if protocol in ("s3", "s3a"):
                 options = _merge(_S3_DEFAULTS, options)
+            elif protocol in ("file", "local") and not options.keys() <= _LOCAL_OPTIONS:
+                # LocalFileSystem swallows any keyword: a typo would pass unnoticed.
+                unknown = sorted(options.keys() - _LOCAL_OPTIONS)
+                raise TypeError(
+                    f"storage options {unknown} mean nothing for the local path {target}; "
+                    f"the local filesystem takes {sorted(_LOCAL_OPTIONS)}"
+                )
             fs, root = fsspec.core.url_to_fs(target, **options)
         else:
             if options:

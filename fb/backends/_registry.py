@@ -85,6 +85,12 @@ _BUILTINS = {
     "memory": Builtin(target=_FBSTORE),
     "s3": Builtin(target=_FBSTORE, extra="s3", requires=("s3fs",)),
     "s3a": Builtin(target=_FBSTORE, extra="s3", requires=("s3fs",)),
+    # Many small objects: blobs in an embedded database (the crate's redb backend).
+    "diskcache": Builtin(
+        target="fb.backends._diskcache:diskcache_backend",
+        extra="diskcache",
+        requires=("diskcache",),
+    ),
 }
 
 REGISTRY: PluginRegistry[BackendFactory] = PluginRegistry("backend", "fb.backends", _BUILTINS)

@@ -24,9 +24,12 @@ pytest collects, and give two fixtures::
 ``location`` is a fresh, empty `PreparedPath` for a cache; ``persist_location`` a fresh,
 empty one for durable storage (on filesystems with directories, the directory exists).
 The suite builds an `fb.backends.FBStore` over ``location``; a backend that is a whole
-`fb.typing.Strategy` of its own overrides `BackendSuite.make_strategy`, and, if its blobs
-are not files at ``location.blob_path(key)``, the raw-access hooks (`BackendSuite.read_raw`,
-`BackendSuite.write_raw`, `BackendSuite.names_under`).
+`fb.typing.Strategy` of its own overrides ``make_strategy``, and, if its blobs are not files
+at ``location.blob_path(key)`` (database rows, say), the raw-access hooks ``read_raw``,
+``write_raw`` and ``blob_names``. Every test reaches storage through these hooks and the
+`Strategy` methods only. The values come from hooks too (``make_codec``, ``sample_values``,
+``small_value``, ``sized_value``, ``failing_value``), so a backend can be tested with its own
+codec. Blobs must be in fb's blob format: write and check them with `fb.blobformat`.
 
 `BackendSuite` and the sample values live in ``_backend_cache.py``; this module defines
 `PersistSuite` and exports both.
@@ -99,7 +102,7 @@ class PersistSuite(_Hooks):
         tracked: TrackedPath,
     ) -> None:
         """Persisted values, dropped from the cache, come back equal through ``register``."""
-        values = sample_values()
+        values = self.sample_values()
         handles = [persist_pool.insert(value) for value in values]
         keys = [handle.persist(tracked) for handle in handles]
         persist_store.fsync(tracked)
@@ -119,14 +122,14 @@ class PersistSuite(_Hooks):
         self, persist_store: BackingStore[Any], persist_pool: FBPool[Any], tracked: TrackedPath
     ) -> None:
         """``register`` decodes nothing: the value is read on the first load."""
-        original = persist_pool.insert({"lazy": True})
+        original = persist_pool.insert(self.small_value(1))
         key = original.persist(tracked)
         self._drop(persist_store, [original])
         handle = persist_pool.register(tracked, key.hex)
         assert handle is not None
         assert persist_pool.statistics().loads == 0
         with handle.load() as value:
-            assert value == {"lazy": True}
+            assert value == self.small_value(1)
         assert persist_pool.statistics().loads == 1
 
     def test_persist_is_idempotent(
@@ -137,14 +140,14 @@ class PersistSuite(_Hooks):
         persist_location: PreparedPath,
     ) -> None:
         """Persisting one item twice gives one blob, unchanged, under the same key."""
-        handle = persist_pool.insert(b"once" * 1000)
+        backend = persist_store.strategy
+        handle = persist_pool.insert(self.small_value(2))
         key = handle.persist(tracked)
-        before = persist_location.fs.cat_file(persist_location.blob_path(key))
+        before = self.read_raw(backend, persist_location, key)
         assert handle.persist(tracked) == key
         persist_store.fsync(tracked)
-        assert persist_location.fs.cat_file(persist_location.blob_path(key)) == before
-        names = [name for name in self.names_under(persist_location) if key.hex in name]
-        assert names == [f"{key.hex[:2]}/{key.hex}"]
+        assert self.read_raw(backend, persist_location, key) == before
+        assert len(self.blob_names(backend, persist_location, key)) == 1
         assert persist_store.track_path(persist_location).keys() == {key}
 
     def test_register_of_absent_key_returns_none(
@@ -166,7 +169,7 @@ class PersistSuite(_Hooks):
         self, persist_store: BackingStore[Any], persist_pool: FBPool[Any], tracked: TrackedPath
     ) -> None:
         """Two registrations of one key both load; closing one keeps the other working."""
-        original = persist_pool.insert("shared")
+        original = persist_pool.insert(self.small_value(3))
         key = original.persist(tracked)
         self._drop(persist_store, [original])
         first = persist_pool.register(tracked, key)
@@ -176,7 +179,7 @@ class PersistSuite(_Hooks):
         first.close()
         persist_store.finished()
         with second.load() as value:
-            assert value == "shared"
+            assert value == self.small_value(3)
 
     def test_persisted_items_outlive_their_store(
         self,
@@ -187,10 +190,10 @@ class PersistSuite(_Hooks):
         persist_location: PreparedPath,
     ) -> None:
         """A new store over the same cache registers what the closed one persisted."""
-        handles = [persist_pool.insert(value) for value in sample_values()]
+        handles = [persist_pool.insert(value) for value in self.sample_values()]
         values = {
             handle.persist(tracked): value
-            for handle, value in zip(handles, sample_values(), strict=True)
+            for handle, value in zip(handles, self.sample_values(), strict=True)
         }
         persist_store.fsync(tracked)
         persist_pool.close()
@@ -207,7 +210,7 @@ class PersistSuite(_Hooks):
             pool.close()
 
     async def _async_round_trip(self, pool: FBPool[Any], tracked: TrackedPath) -> Any:
-        key = await pool.insert("async").apersist(tracked)
+        key = await pool.insert(self.small_value(4)).apersist(tracked)
         await pool.store.afsync(tracked)
         handle = await pool.aregister(tracked, key)
         assert handle is not None
@@ -218,7 +221,7 @@ class PersistSuite(_Hooks):
         self, persist_pool: FBPool[Any], tracked: TrackedPath
     ) -> None:
         """``apersist``, ``afsync`` and ``aregister`` round-trip a value."""
-        assert asyncio.run(self._async_round_trip(persist_pool, tracked)) == "async"
+        assert asyncio.run(self._async_round_trip(persist_pool, tracked)) == self.small_value(4)
 
     # -- delete and scan -------------------------------------------------------------------
 
@@ -230,7 +233,7 @@ class PersistSuite(_Hooks):
         persist_location: PreparedPath,
     ) -> None:
         """A deleted persisted blob is gone from the location; deleting again is fine."""
-        original = persist_pool.insert("to delete")
+        original = persist_pool.insert(self.small_value(5))
         key = original.persist(tracked)
         self._drop(persist_store, [original])
         persist_store.delete_persisted(tracked, key)
@@ -238,21 +241,21 @@ class PersistSuite(_Hooks):
         assert key not in tracked
         assert key not in tracked.rescan()
         assert persist_pool.register(tracked, key) is None
-        assert [name for name in self.names_under(persist_location) if key.hex in name] == []
+        assert self.blob_names(persist_store.strategy, persist_location, key) == []
         persist_store.delete_persisted(tracked, key)
 
     def test_registered_handle_outlives_delete_persisted(
         self, persist_store: BackingStore[Any], persist_pool: FBPool[Any], tracked: TrackedPath
     ) -> None:
         """A handle registered before its persisted blob was deleted still loads."""
-        original = persist_pool.insert("kept in the cache")
+        original = persist_pool.insert(self.small_value(6))
         key = original.persist(tracked)
         self._drop(persist_store, [original])
         handle = persist_pool.register(tracked, key)
         assert handle is not None
         persist_store.delete_persisted(tracked, key)
         with handle.load() as value:
-            assert value == "kept in the cache"
+            assert value == self.small_value(6)
 
     def test_scan_finds_keys_and_leaves_foreign_names(
         self,
@@ -262,7 +265,7 @@ class PersistSuite(_Hooks):
         persist_location: PreparedPath,
     ) -> None:
         """A fresh scan lists the persisted keys and reports, untouched, a foreign file."""
-        handles = [persist_pool.insert(i) for i in range(5)]
+        handles = [persist_pool.insert(self.small_value(i)) for i in range(5)]
         keys = {handle.persist(tracked) for handle in handles}
         foreign = f"{persist_location.root}/notes.txt"
         persist_location.fs.pipe_file(foreign, b"not a blob")
@@ -279,9 +282,9 @@ class PersistSuite(_Hooks):
         persist_location: PreparedPath,
     ) -> None:
         """``fb.save`` persists the items, commits their keys, then drops the others."""
-        old = persist_pool.insert("from an older save")
+        old = persist_pool.insert(self.small_value(7))
         old.persist(tracked)
-        items = [persist_pool.insert(f"saved {i}") for i in range(3)]
+        items = [persist_pool.insert(self.small_value(10 + i)) for i in range(3)]
         committed: list[list[uuid.UUID]] = []
         save(items, tracked, committed.append)
         assert committed == [[item.key for item in items]]

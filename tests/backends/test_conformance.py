@@ -5,16 +5,37 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
 
-from fb.backends import PreparedPath
+from fb import BackingStore, FBPool
+from fb.backends import FBStore, PreparedPath
 from fb.testing.backends import BackendSuite, PersistSuite
 from tests.s3.moto_fixtures import S3Bucket
 
 
-class TestLocalDirectory(BackendSuite, PersistSuite):
+class _FBStoreLayout(BackendSuite, PersistSuite):
+    """What the generic suites leave to each backend: FBStore's names on a filesystem."""
+
+    def test_fbstore_names_blobs_shard_slash_key(
+        self, location: PreparedPath, persist_location: PreparedPath
+    ) -> None:
+        """FBStore keeps a blob as ``xx/<32 hex>`` in its cache and in a persist location."""
+        store: BackingStore[Any] = BackingStore(FBStore("pickle", location))
+        with store:
+            tracked = store.track_path(persist_location)
+            pool: FBPool[str] = FBPool(store, max_items=0)
+            handle = pool.insert("layout")
+            key = handle.persist(tracked)
+            expected = [f"{key.hex[:2]}/{key.hex}"]
+            assert self.blob_names(store.strategy, location, key) == expected
+            assert self.blob_names(store.strategy, persist_location, key) == expected
+            pool.close()
+
+
+class TestLocalDirectory(_FBStoreLayout):
     """A cache and a persist directory on the local disk (hard links between them)."""
 
     @pytest.fixture(name="location")
@@ -37,7 +58,7 @@ def fixture_memory_root() -> Iterator[str]:
         fs.rm(root, recursive=True)
 
 
-class TestMemory(BackendSuite, PersistSuite):
+class TestMemory(_FBStoreLayout):
     """Cache and persist location on ``memory://`` (streamed copies, no hard links)."""
 
     @pytest.fixture(name="location")
@@ -51,7 +72,7 @@ class TestMemory(BackendSuite, PersistSuite):
         return location
 
 
-class TestS3(BackendSuite, PersistSuite):
+class TestS3(_FBStoreLayout):
     """Cache and persist prefixes in one bucket of moto's S3 server (server-side copies)."""
 
     @pytest.fixture(name="location")

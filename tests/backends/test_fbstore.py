@@ -410,6 +410,9 @@ def test_sweep_removes_only_fb_leftovers(cache_dir: Path) -> None:
     for path in [leftover_blob, leftover_temp, *foreign]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
+    # The earlier owner left its lock file, as every store does: without one, a live store
+    # may have lost it, and nothing is swept (tests/test_hardening.py).
+    (cache_dir / ".fb-lock").write_text("4242\n")
     backend: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir))
     try:
         assert not leftover_blob.exists()

@@ -1,15 +1,18 @@
-"""Install the example plugin (pip install -e) once per session, then make it visible."""
+"""Make the example plugin's entry points visible for these tests, installing nothing.
+
+The entry points declared in ``fb_plugin_example/pyproject.toml`` are written to a
+temporary ``.dist-info`` directory that goes on ``sys.path`` beside the plugin's source, as
+an installed distribution's metadata would; both leave ``sys.path`` when the tests of this
+directory are done, and the registries forget the plugin. The environment (site-packages)
+is never touched: ``test_environment.py`` checks it.
+"""
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import json
-import site
-import subprocess
 import sys
-import sysconfig
-from importlib.metadata import PackageNotFoundError, distribution
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -22,30 +25,42 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "fb_plugin_example"
 DIST_NAME = "fb-plugin-example"
 
 
-def _installed_from_here() -> bool:
-    """True if the plugin is installed, editable, from this very directory."""
-    try:
-        dist = distribution(DIST_NAME)
-    except PackageNotFoundError:
-        return False
-    direct_url = dist.read_text("direct_url.json")
-    if direct_url is None:
-        return False
-    return bool(json.loads(direct_url).get("url") == PLUGIN_DIR.as_uri())
+def write_dist_info(target: Path) -> Path:
+    """Write the metadata of the example plugin, as pip would install it, under ``target``."""
+    project = tomllib.loads((PLUGIN_DIR / "pyproject.toml").read_text())["project"]
+    name, version = project["name"], project["version"]
+    dist_info = target / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    )
+    sections = [
+        f"[{group}]\n" + "".join(f"{key} = {value}\n" for key, value in entries.items())
+        for group, entries in project["entry-points"].items()
+    ]
+    (dist_info / "entry_points.txt").write_text("\n".join(sections))
+    return dist_info
 
 
-@pytest.fixture(name="example_plugin", scope="session")
-def fixture_example_plugin() -> ModuleType:
-    """The fb-plugin-example distribution, installed editable into this environment."""
-    if not _installed_from_here():
-        command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
-        if all(importlib.util.find_spec(name) for name in ("hatchling", "editables")):
-            command.append("--no-build-isolation")  # no download when the backend is here
-        subprocess.run([*command, "-e", str(PLUGIN_DIR)], check=True, timeout=300)
-        # The editable install adds a .pth file, read at start-up only: read it now.
-        site.addsitedir(sysconfig.get_paths()["purelib"])
-        importlib.invalidate_caches()
+def _reload_registries() -> None:
     # Entry points are read on the first miss; earlier tests may have read them already.
     codec_registry.REGISTRY.reload_entry_points()
     backend_registry.REGISTRY.reload_entry_points()
-    return importlib.import_module("fb_plugin_example")
+
+
+@pytest.fixture(name="example_plugin", scope="package")
+def fixture_example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    """The fb-plugin-example distribution, visible on sys.path for this directory's tests."""
+    metadata = tmp_path_factory.mktemp("fb-plugin-example-metadata")
+    write_dist_info(metadata)
+    with pytest.MonkeyPatch.context() as patch:
+        # syspath_prepend also invalidates importlib's caches, so the new entries are seen.
+        patch.syspath_prepend(str(PLUGIN_DIR))
+        patch.syspath_prepend(str(metadata))
+        _reload_registries()
+        try:
+            yield importlib.import_module("fb_plugin_example")
+        finally:
+            sys.modules.pop("fb_plugin_example", None)
+    importlib.invalidate_caches()
+    _reload_registries()

@@ -136,7 +136,7 @@ def test_a_forked_child_leaves_its_parents_lease(s3: S3Bucket) -> None:
 
 def test_gc_leaves_a_live_session_alone(s3: S3Bucket) -> None:
     """A pool's session with a fresh lease is kept, seen from its parent and on its own."""
-    with fb.open_pool(s3.url("spill"), max_items=0, **s3.options) as pool:
+    with fb.open_pool(s3.url("spill"), max_items=0, storage_options=s3.options) as pool:
         handles = [pool.insert(f"value {i}") for i in range(3)]
         pool.store.finished()
         root = pool.store.strategy.path  # type: ignore[attr-defined]
@@ -247,7 +247,7 @@ CHILD = textwrap.dedent(
         _lease.DEFAULT_INTERVAL = float(sys.argv[3])
     options = {"key": "testing", "secret": "testing",
                "client_kwargs": {"endpoint_url": sys.argv[2], "region_name": "us-east-1"}}
-    pool = fb.open_pool(sys.argv[1], max_items=0, **options)
+    pool = fb.open_pool(sys.argv[1], max_items=0, storage_options=options)
     handles = [pool.insert(b"x" * 1000) for _ in range(3)]
     pool.store.finished()
     print(pool.store.strategy.path.root.rpartition("/")[2], flush=True)
@@ -281,7 +281,7 @@ def killed_child(s3: S3Bucket, *interval: str) -> str:
 def test_gc_tells_a_killed_process_from_a_live_one(s3: S3Bucket) -> None:
     """Seen from the parent prefix, a killed child's session is dead, this live pool's is not."""
     dead = killed_child(s3, "1.0")  # refreshed every second: dead 3 s after the kill
-    with fb.open_pool(s3.url("spill"), max_items=0, **s3.options) as pool:
+    with fb.open_pool(s3.url("spill"), max_items=0, storage_options=s3.options) as pool:
         handle = pool.insert("still needed")
         pool.store.finished()
         plan = plan_at(s3.location("spill"), now=time.time() + 30)

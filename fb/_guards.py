@@ -1,0 +1,206 @@
+"""The guards that pin a handle's value, and what ``aload``/``aload_mut`` return."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import _janitor
+from .exceptions import NotPicklableError
+
+if TYPE_CHECKING:
+    from ._handle import Fb
+
+__all__ = ["ReadGuard", "WriteGuard"]
+
+T = TypeVar("T")
+G = TypeVar("G", bound="ReadGuard[Any] | WriteGuard[Any]")
+
+
+class _Acquire(Generic[G]):
+    """What ``aload``/``aload_mut`` return: awaitable, and an async context manager."""
+
+    __slots__ = ("_factory", "_guard")
+
+    def __init__(self, factory: Callable[[], Awaitable[G]]) -> None:
+        self._factory = factory
+        self._guard: G | None = None
+
+    def __await__(self) -> Generator[Any, None, G]:
+        return self._factory().__await__()
+
+    async def __aenter__(self) -> Any:
+        self._guard = guard = await self._factory()
+        return guard.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._guard is not None:
+            self._guard.release()
+
+
+class ReadGuard(Generic[T]):
+    """Pins a value in memory while held; ``with`` enters to the value itself.
+
+    Release it with ``with``, `release`, or by dropping it (then the release is deferred to
+    a background thread). An item pushed out of the budget while pinned is re-offered for
+    eviction when its last guard goes.
+
+    Notes:
+        A guard is meant for one thread or task; the value itself must not be mutated
+        through a read guard (use `Fb.load_mut`).
+    """
+
+    __slots__ = ("_handle", "_owner", "_released", "_value")
+
+    def __init__(self, handle: Fb[T], value: T, owner: object = None) -> None:
+        # Fb.load sets these same attributes itself, on the hit path: keep both in step.
+        self._handle = handle
+        self._value = value
+        self._owner = owner  # who holds the pin (see fb._entry.owner)
+        self._released = False
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        return f"<ReadGuard key={self._handle.key.hex} {state}>"
+
+    @property
+    def value(self) -> T:
+        """The value; raises RuntimeError after `release`."""
+        if self._released:
+            raise RuntimeError("the read guard was released")
+        return self._value
+
+    def release(self) -> None:
+        """Unpin the value. Idempotent."""
+        if not self._released:
+            self._released = True
+            self._value = None  # type: ignore[assignment]
+            handle = self._handle
+            handle._pool._release_read(handle._entry, self._owner)
+
+    def __enter__(self) -> T:
+        if self._released:
+            raise RuntimeError("the read guard was released")
+        return self._value
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._released:
+            self._released = True
+            self._value = None  # type: ignore[assignment]
+            handle = self._handle
+            handle._pool._release_read(handle._entry, self._owner)
+
+    async def __aenter__(self) -> T:
+        return self.value
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __reduce__(self) -> Any:
+        raise _guard_pickled(self)
+
+    def __del__(self) -> None:
+        if not self._released:
+            self._released = True
+            handle = self._handle
+            _janitor.put(
+                functools.partial(handle._pool._release, handle._entry, False, self._owner)
+            )
+
+
+class WriteGuard(Generic[T]):
+    """Exclusive access to a value: read, mutate, or replace it through `value`.
+
+    ``with handle.load_mut() as guard:`` enters to the guard. On release the value is
+    measured again for the byte budget and, being new, has no blob until it is written.
+
+    Notes:
+        A guard is meant for one thread or task.
+    """
+
+    __slots__ = ("_handle", "_released")
+
+    def __init__(self, handle: Fb[T]) -> None:
+        self._handle = handle
+        self._released = False
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        return f"<WriteGuard key={self._handle.key.hex} {state}>"
+
+    @property
+    def value(self) -> T:
+        """The value; assign to replace it. Raises RuntimeError after `release`."""
+        if self._released:
+            raise RuntimeError("the write guard was released")
+        return self._handle._entry.value  # type: ignore[no-any-return]
+
+    @value.setter
+    def value(self, new: T) -> None:
+        if self._released:
+            raise RuntimeError("the write guard was released")
+        self._handle._entry.value = new
+
+    def release(self) -> None:
+        """Give the value back to the pool. Idempotent."""
+        if not self._released:
+            self._released = True
+            handle = self._handle
+            handle._pool._release(handle._entry, True)
+
+    def __enter__(self) -> WriteGuard[T]:
+        if self._released:
+            raise RuntimeError("the write guard was released")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> WriteGuard[T]:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __reduce__(self) -> Any:
+        raise _guard_pickled(self)
+
+    def __del__(self) -> None:
+        if not self._released:
+            self._released = True
+            handle = self._handle
+            _janitor.put(functools.partial(handle._pool._release, handle._entry, True))
+
+
+def _guard_pickled(guard: ReadGuard[Any] | WriteGuard[Any]) -> NotPicklableError:
+    return NotPicklableError(
+        f"a guard cannot be pickled ({guard!r}): it pins a value in this process. Pickle "
+        "the value instead (guard.value)"
+    )
