@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._handle import Fb, ReadGuard, _Acquire
+from ._guards import ReadGuard, _Acquire
+from ._handle import Fb
 from ._keywords import check_keywords, storage_options_dict
 from ._pool import FBPool
 from ._shelf_index import (
