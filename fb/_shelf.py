@@ -114,6 +114,7 @@ class Shelf(MutableMapping[str, T]):
         self.location = PreparedPath(target, storage_options=options)
         claim_shelf(self.location)
         self._index = NameIndex(self.location)
+        self._index.sweep_temps()
         blobs = PreparedPath(f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs)
         strategy = self._open_cache(get_codec(codec), secret_key)
         try:

@@ -201,6 +201,26 @@ class NameIndex:
         self._seen: dict[str, tuple[Any, Record | None]] = {}
         self._unsynced: set[str] = set()
 
+    def sweep_temps(self, min_age: float = 3600.0) -> int:
+        """Delete record temporaries older than ``min_age`` seconds (local disk); return how many.
+
+        A writer killed between writing a record and renaming it leaves one; a younger one
+        may be a write in progress.
+        """
+        if not self.local:
+            return 0
+        removed = 0
+        now = time.time()
+        with os.scandir(self.dir) as entries:
+            for entry in entries:
+                if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime >= min_age:
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
     def path(self, name: str) -> str:
         """Return where ``name``'s record lives."""
         return f"{self.dir}/{name_digest(name)}"

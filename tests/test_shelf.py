@@ -16,7 +16,13 @@ import pytest
 import fb
 from fb import Shelf
 from fb._shelf_index import name_digest
-from fb.exceptions import ForeignLocationError, InvalidKeyError, StoreClosedError
+from fb.exceptions import (
+    CodecError,
+    CorruptBlobError,
+    ForeignLocationError,
+    InvalidKeyError,
+    StoreClosedError,
+)
 
 
 @pytest.fixture(name="location")
@@ -286,3 +292,37 @@ def test_shelf_is_exported() -> None:
     assert fb.Shelf is Shelf
     assert "Shelf" in fb.__all__
     assert fb.__all__ == sorted(fb.__all__)
+
+
+def test_a_signed_shelf_refuses_values_signed_with_another_key(location: Path) -> None:
+    """With secret_key, a shelf opened with another key raises CorruptBlobError on load."""
+    with Shelf[Any](location, max_items=0, secret_key="k" * 32) as shelf:
+        shelf["a"] = [1, 2, 3]
+    with Shelf[Any](location, max_items=0, secret_key="k" * 32) as shelf:
+        assert shelf["a"] == [1, 2, 3]
+    with (
+        Shelf[Any](location, max_items=0, secret_key="x" * 32) as other,
+        pytest.raises(CorruptBlobError),
+    ):
+        other["a"]
+    with (
+        Shelf[Any](location, max_items=0, codec="json") as unsigned,
+        pytest.raises((CorruptBlobError, CodecError)),
+    ):
+        unsigned["a"]
+
+
+def test_old_record_temporaries_are_swept_on_open(location: Path) -> None:
+    """A record temporary a killed writer left is deleted by the next open once it is old."""
+    with Shelf[Any](location, max_items=1) as shelf:
+        shelf["a"] = 1
+    old = location / "names" / f".{name_digest('b')}.0badf00d.tmp"
+    young = location / "names" / f".{name_digest('c')}.0badf00d.tmp"
+    old.write_bytes(b"{}")
+    young.write_bytes(b"{}")
+    past = time.time() - 7200
+    os.utime(old, (past, past))
+    with Shelf[Any](location, max_items=1) as shelf:
+        assert not old.exists()
+        assert young.exists()
+        assert list(shelf) == ["a"]
