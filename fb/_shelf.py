@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -14,10 +13,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._guards import ReadGuard, _Acquire
+from ._guards import ReadGuard
 from ._handle import Fb
 from ._keywords import check_keywords, storage_options_dict
 from ._pool import FBPool
+from ._shelf_async import _MISSING, RETRIES, AsyncTwins
 from ._shelf_index import (
     BLOBS_DIR,
     CACHE_DIR,
@@ -39,9 +39,8 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_MAX_BYTES = 256 * 2**20
-_MISSING: Any = object()
-_RETRIES = 8
-"""How often a get re-reads a record whose blob was replaced between reading and loading."""
+_RESCAN_SETS = 64
+"""With size_limit, a set rescans the index at least this often (others' sets count too)."""
 _MAX_IDLE_HANDLES = 4096
 """Handles of names not in memory kept for a cheap reload; past this the oldest go."""
 
@@ -54,7 +53,7 @@ def _check_seconds(name: str, value: float | None) -> float | None:
     return float(value)
 
 
-class Shelf(MutableMapping[str, T]):
+class Shelf(AsyncTwins[T], MutableMapping[str, T]):
     """A persistent mapping of names to large values: an `FBPool` before a durable location.
 
     ``shelf[name] = value`` puts the value in the pool (memory, within its budgets) and makes
@@ -73,7 +72,9 @@ class Shelf(MutableMapping[str, T]):
             given).
         sizeof: how to measure a value for ``max_bytes``.
         size_limit: bytes of blobs on storage; a set that goes past it removes the least
-            recently used names (never one a live guard of this shelf holds).
+            recently used names (never one a live guard of this shelf holds). A set lists
+            the index when this shelf's estimate passes the limit, and every 64 sets to
+            count what other processes stored.
         expire: default lifetime of a set, in seconds (None: forever).
         secret_key: sign blobs with HMAC-SHA256 and refuse unsigned or altered ones.
         storage_options: fsspec options for a URL ``location``, in one mapping.
@@ -137,6 +138,12 @@ class Shelf(MutableMapping[str, T]):
         # access time (object stores).
         self._accessed: dict[str, float] = {}
         self._closed = False
+        # Bytes on storage as of the last scan plus this shelf's sets since: a set scans
+        # the index (to cull) only when this passes size_limit, or every _RESCAN_SETS sets
+        # to see what other processes stored.
+        self._estimate: int | None = None
+        self._sets_since_scan = 0
+        self._cull_lock = threading.Lock()
 
     def _open_cache(self, codec: Codec[T], secret_key: bytes | str | None) -> FBStore[T]:
         """Open this shelf's cache directory and its `FBStore`."""
@@ -250,7 +257,17 @@ class Shelf(MutableMapping[str, T]):
             # in their cache, so the blob can go now.
             self.store.delete_persisted(self._tracked, old.key)
         if self.size_limit is not None:
-            self.cull(keep=name)
+            with self._lock:
+                if self._estimate is not None:
+                    self._estimate += record.size - (old.size if old is not None else 0)
+                self._sets_since_scan += 1
+                due = (
+                    self._estimate is None
+                    or self._estimate > self.size_limit
+                    or self._sets_since_scan >= _RESCAN_SETS
+                )
+            if due:
+                self.cull(keep=name)
         self._prune()
 
     def load(self, name: str) -> ReadGuard[T]:
@@ -263,47 +280,13 @@ class Shelf(MutableMapping[str, T]):
             KeyError: no such name (or it expired).
         """
         check_name(name)
-        for _ in range(_RETRIES):
+        for _ in range(RETRIES):
             handle = self._lookup(name)
             try:
                 return handle.load()
             except HandleClosedError:
                 continue  # replaced by another thread meanwhile: look it up again
         raise KeyError(name)
-
-    def aload(self, name: str) -> _Acquire[ReadGuard[T]]:
-        """Async twin of `load`: ``async with shelf.aload(name) as value:``."""
-        check_name(name)
-        return _Acquire(lambda: self._aload(name))
-
-    async def _aload(self, name: str) -> ReadGuard[T]:
-        for _ in range(_RETRIES):
-            handle = await asyncio.to_thread(self._lookup, name)
-            try:
-                return await handle.aload()
-            except HandleClosedError:
-                continue
-        raise KeyError(name)
-
-    async def aget(self, name: str, default: Any = None) -> Any:
-        """Async twin of `get`."""
-        try:
-            async with self.aload(name) as value:
-                return value
-        except KeyError:
-            return default
-
-    async def aset(self, name: str, value: T, *, expire: float | None = _MISSING) -> None:
-        """Async twin of `set`."""
-        await asyncio.to_thread(self.set, name, value, expire=expire)
-
-    async def adelete(self, name: str) -> None:
-        """Async twin of ``del shelf[name]``."""
-        await asyncio.to_thread(self.__delitem__, name)
-
-    async def acontains(self, name: str) -> bool:
-        """Async twin of ``name in shelf``."""
-        return await asyncio.to_thread(self.__contains__, name)
 
     # -- storage ---------------------------------------------------------------------------
 
@@ -317,10 +300,6 @@ class Shelf(MutableMapping[str, T]):
         self.store.fsync(self._tracked)
         self._index.sync()
 
-    async def async_(self) -> None:
-        """Async twin of `sync` (``async`` is a keyword)."""
-        await asyncio.to_thread(self.sync)
-
     def cull(self, *, keep: str | None = None) -> int:
         """Remove expired names, then least recently used ones past ``size_limit``.
 
@@ -330,6 +309,10 @@ class Shelf(MutableMapping[str, T]):
             How many names were removed.
         """
         self._check_open()
+        with self._cull_lock:  # two culls at once would each remove what the limit asks
+            return self._cull(keep)
+
+    def _cull(self, keep: str | None) -> int:
         now = time.time()
         records = self._index.scan()
         with self._lock:
@@ -342,20 +325,20 @@ class Shelf(MutableMapping[str, T]):
                 removed += self._remove(record)
             else:
                 alive.append(record)
-        if self.size_limit is None:
-            return removed
         total = sum(record.size for record in alive)
-        if total <= self.size_limit:
-            return removed
-        alive.sort(key=lambda r: max(r.accessed, local.get(r.name, 0.0)))
-        for record in alive:
-            if total <= self.size_limit:
-                break
-            if record.name in pinned or record.name == keep:
-                continue
-            if self._remove(record):
-                removed += 1
-                total -= record.size
+        if self.size_limit is not None and total > self.size_limit:
+            alive.sort(key=lambda r: max(r.accessed, local.get(r.name, 0.0)))
+            for record in alive:
+                if total <= self.size_limit:
+                    break
+                if record.name in pinned or record.name == keep:
+                    continue
+                if self._remove(record):
+                    removed += 1
+                    total -= record.size
+        with self._lock:
+            self._estimate = total
+            self._sets_since_scan = 0
         return removed
 
     def _remove(self, record: Record) -> int:
@@ -387,10 +370,6 @@ class Shelf(MutableMapping[str, T]):
             # opened here to take over (its shard directories are made already).
             if not self.location.is_local:
                 shutil.rmtree(self._cache_dir, ignore_errors=True)
-
-    async def aclose(self) -> None:
-        """Async twin of `close`."""
-        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Shelf[T]:
         return self
@@ -449,7 +428,7 @@ class Shelf(MutableMapping[str, T]):
     def _lookup(self, name: str) -> Fb[T]:
         """Return a handle on ``name``'s current value (KeyError if none)."""
         self._check_open()
-        for _ in range(_RETRIES):
+        for _ in range(RETRIES):
             record = self._index.read(name, touch=True)
             now = time.time()
             if record is None or record.expired(now):
