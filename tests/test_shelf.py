@@ -326,3 +326,33 @@ def test_old_record_temporaries_are_swept_on_open(location: Path) -> None:
         assert not old.exists()
         assert young.exists()
         assert list(shelf) == ["a"]
+
+
+def test_sets_below_the_size_limit_rarely_list_the_index(location: Path) -> None:
+    """With size_limit, a set lists the index only every 64 sets while under the limit."""
+    with Shelf[Any](location, max_items=1, size_limit=10**9) as shelf:
+        scans = []
+        original = shelf._index.scan
+
+        def counting() -> list[Any]:
+            scans.append(1)
+            return original()
+
+        shelf._index.scan = counting  # type: ignore[method-assign]
+        for i in range(130):
+            shelf[f"n{i}"] = i
+        assert 2 <= len(scans) <= 4
+
+
+def test_a_cull_counts_what_another_shelf_stored(location: Path) -> None:
+    """Blobs another shelf (process) stored count against the limit at the next listing."""
+    with (
+        Shelf[Any](location, max_items=1) as other,
+        Shelf[Any](location, max_items=1, size_limit=20_000) as shelf,
+    ):
+        shelf["mine"] = os.urandom(1000)
+        for i in range(5):
+            other[f"theirs/{i}"] = os.urandom(5000)
+        assert len(shelf) == 6
+        assert shelf.cull() >= 1
+        assert sum(1 for _ in shelf) < 6
