@@ -43,6 +43,7 @@ _RESCAN_SETS = 64
 """With size_limit, a set rescans the index at least this often (others' sets count too)."""
 _MAX_IDLE_HANDLES = 4096
 """Handles of names not in memory kept for a cheap reload; past this the oldest go."""
+DEFAULT_CACHE_BYTES = 2**30
 
 
 def _check_seconds(name: str, value: float | None) -> float | None:
@@ -79,6 +80,10 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         secret_key: sign blobs with HMAC-SHA256 and refuse unsigned or altered ones.
         storage_options: fsspec options for a URL ``location``, in one mapping.
         max_workers: background threads of the store.
+        cache_bytes: bytes of blobs this shelf keeps in its local cache directory for names
+            read or set before but no longer in memory (default 1 GiB): a download saved
+            off local disk, a hard link (no space, unless the name is replaced elsewhere) on
+            it.
 
     Notes:
         Thread-safe: any method may be called from several threads. Every method but
@@ -101,6 +106,7 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         secret_key: bytes | str | None = None,
         storage_options: Mapping[str, Any] | None = None,
         max_workers: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if size_limit is not None and (
             isinstance(size_limit, bool) or not isinstance(size_limit, int) or size_limit < 0
@@ -138,6 +144,11 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         # access time (object stores).
         self._accessed: dict[str, float] = {}
         self._closed = False
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be a non-negative int, not {cache_bytes!r}")
+        self.cache_bytes = cache_bytes
+        self._sizes: dict[str, int] = {}
+        self._idle_bytes = 0
         # Bytes on storage as of the last scan plus this shelf's sets since: a set scans
         # the index (to cull) only when this passes size_limit, or every _RESCAN_SETS sets
         # to see what other processes stored.
@@ -250,6 +261,8 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
             previous = self._live.get(name)
             self._live[name] = handle
             self._accessed[name] = now
+            self._sizes[name] = record.size
+            self._idle_bytes += record.size
         if previous is not None:
             previous.close()
         if old is not None and old.key != key:
@@ -435,6 +448,7 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
                 raise KeyError(name)
             with self._lock:
                 self._accessed[name] = now
+                self._sizes[name] = record.size
                 handle = self._live.get(name)
             if handle is not None and not handle.closed and handle.key == record.key:
                 return handle
@@ -449,6 +463,7 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
                 else:
                     stale, handle = current, fresh
                     self._live[name] = fresh
+                    self._idle_bytes += record.size
             if stale is not None:
                 stale.close()
             self._prune()
@@ -462,21 +477,45 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
                 return
             del self._live[name]
             self._accessed.pop(name, None)
+            self._sizes.pop(name, None)
         handle.close()
 
     def _prune(self) -> None:
-        """Close handles of names not in memory once there are too many of them."""
-        if len(self._live) <= _MAX_IDLE_HANDLES:
+        """Close the least recently used handles of names not in memory past the idle limits.
+
+        Such a handle keeps its blob in this shelf's cache directory (a hard link on local
+        disk, a download off it), so a later get needs no copy; past ``_MAX_IDLE_HANDLES``
+        of them or ``cache_bytes`` of their blobs, the oldest go (to three quarters of each).
+        """
+        # The idle bytes at the last prune plus every blob given a handle since: an upper
+        # bound, so the handles are looked at only when the limit may be passed.
+        if len(self._live) <= _MAX_IDLE_HANDLES and self._idle_bytes <= self.cache_bytes:
             return
-        idle: list[Fb[T]] = []
         with self._lock:
-            for name, handle in list(self._live.items()):
-                if len(self._live) <= _MAX_IDLE_HANDLES // 2:
-                    break
-                if not handle.resident and not _pinned(handle):
+            idle = [
+                (self._accessed.get(name, 0.0), name, handle)
+                for name, handle in self._live.items()
+                if not handle.resident and not _pinned(handle)
+            ]
+            sizes = {name: self._sizes.get(name, 0) for _, name, _ in idle}
+        count, nbytes = len(idle), sum(sizes.values())
+        if count <= _MAX_IDLE_HANDLES and nbytes <= self.cache_bytes:
+            self._idle_bytes = nbytes
+            return
+        idle.sort(key=lambda item: item[0])
+        drop: list[tuple[str, Fb[T]]] = []
+        for _, name, handle in idle:
+            if count <= _MAX_IDLE_HANDLES * 3 // 4 and nbytes <= self.cache_bytes * 3 // 4:
+                break
+            drop.append((name, handle))
+            count -= 1
+            nbytes -= sizes[name]
+        with self._lock:
+            self._idle_bytes = nbytes
+            for name, handle in drop:
+                if self._live.get(name) is handle:
                     del self._live[name]
-                    idle.append(handle)
-        for handle in idle:
+        for _, handle in drop:
             with contextlib.suppress(Exception):
                 handle.close()
 

@@ -356,3 +356,18 @@ def test_a_cull_counts_what_another_shelf_stored(location: Path) -> None:
         assert len(shelf) == 6
         assert shelf.cull() >= 1
         assert sum(1 for _ in shelf) < 6
+
+
+def test_idle_handles_are_closed_past_cache_bytes(location: Path) -> None:
+    """Names no longer in memory keep cache blobs only up to cache_bytes, oldest dropped first."""
+    with Shelf[Any](location, max_items=1, cache_bytes=50_000) as shelf:
+        for i in range(100):
+            shelf[f"n{i}"] = os.urandom(2000)
+        shelf.store.finished()  # closed handles' cache blobs are deleted in the background
+        cached = list((location / "cache").glob("*/??/*"))
+        assert len(cached) * 2000 <= 50_000 + 2 * 2100
+        assert len(shelf._live) < 100
+        assert "n99" in shelf._live  # the most recent stay
+        assert shelf["n0"] is not None  # a dropped one loads again
+    with pytest.raises(ValueError, match="cache_bytes"):
+        Shelf[Any](location, cache_bytes=-1)
