@@ -23,7 +23,7 @@ import attrs
 import click
 
 from ._inspect import BlobInfo, StoredFile
-from ._shelf_index import shelf_blobs
+from ._shelf_layout import shelf_blobs
 from .backends import PreparedPath
 from .backends._fbstore import _check_secret
 from .exceptions import FbError

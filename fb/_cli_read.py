@@ -38,7 +38,7 @@ from ._cli_ops import (
 )
 from ._inspect import BlobInfo
 from ._persist import parse_key
-from ._shelf_index import shelf_names
+from ._shelf_layout import shelf_names
 from .backends import PreparedPath
 from .backends._fbstore import LOCK_NAME
 from .backends._locations import MARKER_NAME

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -18,19 +17,12 @@ from ._handle import Fb
 from ._keywords import check_keywords, storage_options_dict
 from ._pool import FBPool
 from ._shelf_async import _MISSING, RETRIES, AsyncTwins
-from ._shelf_index import (
-    BLOBS_DIR,
-    CACHE_DIR,
-    NameIndex,
-    Record,
-    check_name,
-    claim_shelf,
-    sweep_dead_caches,
-)
+from ._shelf_index import NameIndex, Record, check_name
+from ._shelf_layout import BLOBS_DIR, claim_shelf, open_cache
 from ._store import DEFAULT_MAX_WORKERS, BackingStore
-from .backends import FBStore, PreparedPath
+from .backends import PreparedPath
 from .codecs import get_codec
-from .exceptions import HandleClosedError, StoreClosedError, StoreLockedError
+from .exceptions import HandleClosedError, StoreClosedError
 from .typing import Codec
 
 __all__ = ["Shelf"]
@@ -113,6 +105,8 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         ):
             raise ValueError(f"size_limit must be a non-negative int or None, not {size_limit!r}")
         self.size_limit = size_limit
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be a non-negative int, not {cache_bytes!r}")
         self.expire = _check_seconds("expire", expire)
         options = storage_options_dict(storage_options, "Shelf()")
         target = os.fspath(location)
@@ -123,7 +117,7 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         self._index = NameIndex(self.location)
         self._index.sweep_temps()
         blobs = PreparedPath(f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs)
-        strategy = self._open_cache(get_codec(codec), secret_key)
+        strategy, self._cache_dir = open_cache(self.location, get_codec(codec), secret_key)
         try:
             self.store: BackingStore[T] = BackingStore(
                 strategy, max_workers=max_workers or DEFAULT_MAX_WORKERS
@@ -144,8 +138,6 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         # access time (object stores).
         self._accessed: dict[str, float] = {}
         self._closed = False
-        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
-            raise ValueError(f"cache_bytes must be a non-negative int, not {cache_bytes!r}")
         self.cache_bytes = cache_bytes
         self._sizes: dict[str, int] = {}
         self._idle_bytes = 0
@@ -155,26 +147,6 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         self._estimate: int | None = None
         self._sets_since_scan = 0
         self._cull_lock = threading.Lock()
-
-    def _open_cache(self, codec: Codec[T], secret_key: bytes | str | None) -> FBStore[T]:
-        """Open this shelf's cache directory and its `FBStore`."""
-        if not self.location.is_local:
-            # A local cache before a remote location: a registered blob is downloaded once,
-            # and survives its replacement (or deletion) on the object store.
-            self._cache_dir = tempfile.mkdtemp(prefix="fb-shelf-")
-            return FBStore(codec, self._cache_dir, secret_key=secret_key)
-        # The cache sits next to the blobs (one device): persisting is a hard link. The
-        # cache of a shelf whose process died is taken over: its shard directories exist.
-        cache_root = f"{self.location.root}/{CACHE_DIR}"
-        dead = sweep_dead_caches(cache_root)
-        if dead is not None:
-            try:
-                self._cache_dir = dead
-                return FBStore(codec, dead, secret_key=secret_key)
-            except StoreLockedError:
-                pass  # another shelf took it over first
-        self._cache_dir = f"{cache_root}/{uuid.uuid4().hex}"
-        return FBStore(codec, self._cache_dir, secret_key=secret_key)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"live={len(self._live)}"

@@ -35,7 +35,7 @@ from ._cli_ops import (
 from ._cli_read import COMMANDS
 from ._handle import Fb
 from ._pool import FBPool
-from ._shelf_index import shelf_names
+from ._shelf_layout import shelf_names
 from ._store import BackingStore
 from .backends import FBStore, PreparedPath
 from .backends._lease import DEFAULT_INTERVAL, GRACE_INTERVALS
