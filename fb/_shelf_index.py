@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -131,6 +132,7 @@ class NameIndex:
         # Records read by `scan`, by file identity: a scan re-reads only what changed.
         self._seen: dict[str, tuple[Any, Record | None]] = {}
         self._unsynced: set[str] = set()
+        self._sync_lock = threading.Lock()  # a path added while sync swaps is never lost
 
     def sweep_temps(self, min_age: float = 3600.0) -> int:
         """Delete record temporaries older than ``min_age`` seconds (local disk); return how many.
@@ -151,6 +153,10 @@ class NameIndex:
                         os.unlink(entry.path)
                         removed += 1
         return removed
+
+    def _unsynced_add(self, path: str) -> None:
+        with self._sync_lock:
+            self._unsynced.add(path)
 
     def path(self, name: str) -> str:
         """Return where ``name``'s record lives."""
@@ -208,7 +214,7 @@ class NameIndex:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            self._unsynced.add(path)
+            self._unsynced_add(path)
         else:
             with remote_errors(self.root.fs.unstrip_protocol(path)):
                 self.root.fs.pipe_file(path, data)
@@ -219,7 +225,7 @@ class NameIndex:
         if self.local:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            self._unsynced.add(self.dir)
+            self._unsynced_add(self.dir)
         else:
             with remote_errors(path), contextlib.suppress(FileNotFoundError):
                 self.root.fs.rm_file(path)
@@ -250,7 +256,7 @@ class NameIndex:
                 with contextlib.suppress(FileExistsError):
                     os.link(aside, path)  # a newer record won meanwhile: keep that one
                 return False
-            self._unsynced.add(self.dir)
+            self._unsynced_add(self.dir)
             return True
         finally:
             with contextlib.suppress(OSError):
@@ -305,12 +311,14 @@ class NameIndex:
         """Make durable the records written and directory entries changed since the last call."""
         if not self.local:
             return
-        paths, self._unsynced = self._unsynced, set()
+        with self._sync_lock:
+            paths, self._unsynced = self._unsynced, set()
         paths.add(self.dir)
         try:
             sync_paths(paths)
         except BaseException:
-            self._unsynced |= paths
+            with self._sync_lock:
+                self._unsynced |= paths
             raise
 
     def __iter__(self) -> Iterator[Record]:
