@@ -17,7 +17,7 @@ __all__ = ["AsyncTwins"]
 T = TypeVar("T")
 _MISSING: Any = object()
 """The default of ``expire``: the shelf's own (None means never)."""
-RETRIES = 8
+RETRIES = 64
 """How often a get re-reads a record whose blob was replaced between reading and loading."""
 
 
