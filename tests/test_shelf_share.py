@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,31 @@ def test_a_writer_killed_mid_set_leaves_every_name_absent_or_whole(
         names = len(shelf)
     blobs = list((location / "blobs").glob("??/*"))
     assert len(blobs) - names in (0, 1)
+
+
+def test_a_name_replaced_in_a_tight_loop_never_looks_absent(tmp_path: Path) -> None:
+    """A reader of a name another shelf keeps replacing always gets a whole value."""
+    location = tmp_path / "shelf"
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    with Shelf[Any](location, max_items=0) as writer, Shelf[Any](location, max_items=0) as reader:
+        writer["hot"] = value_for(0, 0, 1000)
+
+        def write() -> None:
+            try:
+                round_ = 1
+                while not stop.is_set():
+                    writer["hot"] = value_for(round_, 0, 1000)
+                    round_ += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        try:
+            rounds = {check_value(reader["hot"], 0) for _ in range(300)}
+        finally:
+            stop.set()
+            thread.join(30)
+    assert errors == []
+    assert len(rounds) > 1
