@@ -34,6 +34,8 @@ _log = logging.getLogger("fb")
 
 NAMES_DIR = "names"
 MAX_NAME_BYTES = 4096
+TOUCH_AFTER = 1.0
+"""A read records itself as an access (a utime, ~15 us) only on a record older than this."""
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
@@ -167,7 +169,8 @@ class NameIndex:
 
         Args:
             name: the name.
-            touch: record the read as an access (local disk: the record's mtime).
+            touch: record the read as an access (local disk: the record's mtime, when it is
+                older than a second).
         """
         path = self.path(name)
         if self.local:
@@ -176,15 +179,17 @@ class NameIndex:
             except FileNotFoundError:
                 return None
             try:
-                data = b""
-                while chunk := os.read(fd, 65536):
-                    data += chunk
+                stat = os.fstat(fd)
+                data = os.read(fd, stat.st_size + 1)
+                while len(data) > stat.st_size and (chunk := os.read(fd, 65536)):
+                    data += chunk  # grew since the fstat: not a record fb wrote
+                accessed = stat.st_mtime
                 now = time.time()
-                if touch:
+                if touch and now - accessed > TOUCH_AFTER:
                     # Through the descriptor: a record renamed over meanwhile is not touched.
                     with contextlib.suppress(OSError):
                         os.utime(fd)
-                accessed = now if touch else os.fstat(fd).st_mtime
+                    accessed = now
             finally:
                 os.close(fd)
         else:
