@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,6 +15,7 @@ from ._handle import Fb
 from ._keywords import check_keywords, storage_options_dict
 from ._pool import FBPool
 from ._shelf_async import _MISSING, RETRIES, AsyncTwins
+from ._shelf_handles import LiveHandles, pinned
 from ._shelf_index import NameIndex, Record, check_name
 from ._shelf_layout import BLOBS_DIR, claim_shelf, open_cache
 from ._store import DEFAULT_MAX_WORKERS, BackingStore
@@ -33,8 +32,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MAX_BYTES = 256 * 2**20
 _RESCAN_SETS = 64
 """With size_limit, a set rescans the index at least this often (others' sets count too)."""
-_MAX_IDLE_HANDLES = 4096
-"""Handles of names not in memory kept for a cheap reload; past this the oldest go."""
 DEFAULT_CACHE_BYTES = 2**30
 
 
@@ -46,7 +43,7 @@ def _check_seconds(name: str, value: float | None) -> float | None:
     return float(value)
 
 
-class Shelf(AsyncTwins[T], MutableMapping[str, T]):
+class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
     """A persistent mapping of names to large values: an `FBPool` before a durable location.
 
     ``shelf[name] = value`` puts the value in the pool (memory, within its budgets) and makes
@@ -76,6 +73,10 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
             read or set before but no longer in memory (default 1 GiB): a download saved
             off local disk, a hard link (no space, unless the name is replaced elsewhere) on
             it.
+        refresh: seconds a value this shelf read or set is served from memory without
+            reading its name's record again (default 0: every get reads it, so a value
+            another process set is seen at once). On an object store a record read is a
+            request: a few seconds here make repeated gets of hot names free.
 
     Notes:
         Thread-safe: any method may be called from several threads. Every method but
@@ -99,12 +100,16 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         storage_options: Mapping[str, Any] | None = None,
         max_workers: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        refresh: float = 0.0,
     ) -> None:
         if size_limit is not None and (
             isinstance(size_limit, bool) or not isinstance(size_limit, int) or size_limit < 0
         ):
             raise ValueError(f"size_limit must be a non-negative int or None, not {size_limit!r}")
         self.size_limit = size_limit
+        if isinstance(refresh, bool) or not isinstance(refresh, int | float) or refresh < 0:
+            raise ValueError(f"refresh must be a non-negative number of seconds, not {refresh!r}")
+        self.refresh = float(refresh)
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise ValueError(f"cache_bytes must be a non-negative int, not {cache_bytes!r}")
         self.expire = _check_seconds("expire", expire)
@@ -140,6 +145,8 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         self._closed = False
         self.cache_bytes = cache_bytes
         self._sizes: dict[str, int] = {}
+        # When this shelf last read (or wrote) each name's record, and when it expires.
+        self._checked: dict[str, tuple[float, float | None]] = {}
         self._idle_bytes = 0
         # Bytes on storage as of the last scan plus this shelf's sets since: a set scans
         # the index (to cull) only when this passes size_limit, or every _RESCAN_SETS sets
@@ -234,6 +241,7 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
             self._live[name] = handle
             self._accessed[name] = now
             self._sizes[name] = record.size
+            self._checked[name] = (time.monotonic(), record.expire)
             self._idle_bytes += record.size
         if previous is not None:
             previous.close()
@@ -301,12 +309,12 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
         now = time.time()
         records = self._index.scan()
         with self._lock:
-            pinned = {n for n, h in self._live.items() if _pinned(h)}
+            held = {n for n, h in self._live.items() if pinned(h)}
             local = dict(self._accessed)
         removed = 0
         alive = []
         for record in records:
-            if record.expired(now) and record.name not in pinned:
+            if record.expired(now) and record.name not in held:
                 removed += self._remove(record)
             else:
                 alive.append(record)
@@ -316,7 +324,7 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
             for record in alive:
                 if total <= self.size_limit:
                     break
-                if record.name in pinned or record.name == keep:
+                if record.name in held or record.name == keep:
                     continue
                 if self._remove(record):
                     removed += 1
@@ -409,89 +417,3 @@ class Shelf(AsyncTwins[T], MutableMapping[str, T]):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError(f"{self!r} is closed")
-
-    def _lookup(self, name: str) -> Fb[T]:
-        """Return a handle on ``name``'s current value (KeyError if none)."""
-        self._check_open()
-        for _ in range(RETRIES):
-            record = self._index.read(name, touch=True)
-            now = time.time()
-            if record is None or record.expired(now):
-                raise KeyError(name)
-            with self._lock:
-                self._accessed[name] = now
-                self._sizes[name] = record.size
-                handle = self._live.get(name)
-            if handle is not None and not handle.closed and handle.key == record.key:
-                return handle
-            fresh = self.pool.register(self._tracked, record.key)
-            if fresh is None:
-                continue  # the blob was replaced since the record was read: read it again
-            stale: Fb[T] | None
-            with self._lock:
-                current = self._live.get(name)
-                if current is not None and not current.closed and current.key == record.key:
-                    stale, handle = fresh, current  # another thread registered it first
-                else:
-                    stale, handle = current, fresh
-                    self._live[name] = fresh
-                    self._idle_bytes += record.size
-            if stale is not None:
-                stale.close()
-            self._prune()
-            return handle
-        raise KeyError(name)
-
-    def _forget(self, name: str, key: uuid.UUID | None = None) -> None:
-        with self._lock:
-            handle = self._live.get(name)
-            if handle is None or (key is not None and handle.key != key):
-                return
-            del self._live[name]
-            self._accessed.pop(name, None)
-            self._sizes.pop(name, None)
-        handle.close()
-
-    def _prune(self) -> None:
-        """Close the least recently used handles of names not in memory past the idle limits.
-
-        Such a handle keeps its blob in this shelf's cache directory (a hard link on local
-        disk, a download off it), so a later get needs no copy; past ``_MAX_IDLE_HANDLES``
-        of them or ``cache_bytes`` of their blobs, the oldest go (to three quarters of each).
-        """
-        # The idle bytes at the last prune plus every blob given a handle since: an upper
-        # bound, so the handles are looked at only when the limit may be passed.
-        if len(self._live) <= _MAX_IDLE_HANDLES and self._idle_bytes <= self.cache_bytes:
-            return
-        with self._lock:
-            idle = [
-                (self._accessed.get(name, 0.0), name, handle)
-                for name, handle in self._live.items()
-                if not handle.resident and not _pinned(handle)
-            ]
-            sizes = {name: self._sizes.get(name, 0) for _, name, _ in idle}
-        count, nbytes = len(idle), sum(sizes.values())
-        if count <= _MAX_IDLE_HANDLES and nbytes <= self.cache_bytes:
-            self._idle_bytes = nbytes
-            return
-        idle.sort(key=lambda item: item[0])
-        drop: list[tuple[str, Fb[T]]] = []
-        for _, name, handle in idle:
-            if count <= _MAX_IDLE_HANDLES * 3 // 4 and nbytes <= self.cache_bytes * 3 // 4:
-                break
-            drop.append((name, handle))
-            count -= 1
-            nbytes -= sizes[name]
-        with self._lock:
-            self._idle_bytes = nbytes
-            for name, handle in drop:
-                if self._live.get(name) is handle:
-                    del self._live[name]
-        for _, handle in drop:
-            with contextlib.suppress(Exception):
-                handle.close()
-
-
-def _pinned(handle: Fb[Any]) -> bool:
-    entry = handle._entry
-    return bool(entry.readers or entry.writer)

@@ -371,3 +371,20 @@ def test_idle_handles_are_closed_past_cache_bytes(location: Path) -> None:
         assert shelf["n0"] is not None  # a dropped one loads again
     with pytest.raises(ValueError, match="cache_bytes"):
         Shelf[Any](location, cache_bytes=-1)
+
+
+def test_refresh_serves_hot_names_without_reading_their_record(location: Path) -> None:
+    """With refresh=, a get within that time answers from memory; without, it sees others' sets."""
+    with (
+        Shelf[Any](location, max_items=4) as writer,
+        Shelf[Any](location, max_items=4, refresh=3600) as lazy,
+        Shelf[Any](location, max_items=4) as strict,
+    ):
+        writer["x"] = 1
+        assert lazy["x"] == 1
+        assert strict["x"] == 1
+        writer["x"] = 2
+        assert strict["x"] == 2  # every get reads the record
+        assert lazy["x"] == 1  # read within the last hour: served from memory
+    with pytest.raises(ValueError, match="refresh"):
+        Shelf[Any](location, refresh=-1)
