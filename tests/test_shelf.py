@@ -7,6 +7,7 @@ import os
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -388,3 +389,16 @@ def test_refresh_serves_hot_names_without_reading_their_record(location: Path) -
         assert lazy["x"] == 1  # read within the last hour: served from memory
     with pytest.raises(ValueError, match="refresh"):
         Shelf[Any](location, refresh=-1)
+
+
+def test_a_shelf_works_on_any_fsspec_filesystem() -> None:
+    """A memory:// shelf stores, lists, reopens and culls like a local one."""
+    url = f"memory://shelf-{uuid.uuid4().hex}"
+    with Shelf[Any](url, max_items=1) as shelf:
+        shelf["a"] = b"x" * 1000
+        shelf["b"] = 2
+        assert sorted(shelf) == ["a", "b"]
+    with Shelf[Any](url, max_items=1, size_limit=100) as shelf:
+        assert shelf["a"] == b"x" * 1000
+        shelf["c"] = b"y" * 10
+        assert sorted(shelf) == ["c"]
