@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from ._guards import ReadGuard
 from ._handle import Fb
 from ._keywords import check_keywords, storage_options_dict
+from ._persist import TrackedPath
 from ._pool import FBPool
 from ._shelf_async import _MISSING, RETRIES, AsyncTwins
 from ._shelf_handles import LiveHandles, pinned
@@ -132,7 +133,10 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
             self.pool: FBPool[T] = FBPool(
                 self.store, max_items=max_items, max_bytes=max_bytes, sizeof=sizeof
             )
-            self._tracked = self.store.track_path(blobs)
+            # Not store.track_path: its scan lists every blob (one request per thousand on
+            # S3) and the shelf never asks the TrackedPath which keys exist: a get registers
+            # the key its record names, which checks the blob itself.
+            self._tracked = TrackedPath(self.store, blobs, (), ())
         except BaseException:
             strategy.close()
             shutil.rmtree(self._cache_dir, ignore_errors=True)

@@ -15,6 +15,7 @@ from fb import Shelf
 from fb.exceptions import ForeignLocationError
 from tests.cli_helpers import fb, fb_json
 from tests.s3.moto_fixtures import S3Bucket
+from tests.s3.s3_helpers import S3Calls
 from tests.shelf_child import value_for
 
 CHILD = str(Path(__file__).resolve().parents[1] / "shelf_child.py")
@@ -140,3 +141,18 @@ def test_fb_ls_and_gc_understand_an_s3_shelf(s3: S3Bucket) -> None:
     assert len([n for n in s3.names("cli/blobs/") if "/." not in n]) == 1
     with Shelf[Any](s3.url("cli"), max_items=1, storage_options=s3.options) as shelf:
         assert shelf["alpha"] == b"a" * 3000
+
+
+def test_requests_of_a_set_and_a_get_on_s3(s3: S3Bucket) -> None:
+    """A set PUTs the blob, then the record; a get in memory reads only the record."""
+    with Shelf[Any](s3.url("req"), max_items=4, storage_options=s3.options) as shelf:
+        shelf["first"] = b"claims the location"
+        calls = S3Calls()
+        calls.watch(shelf.location)
+        shelf["a"] = b"x" * 10_000
+        puts = [key for name, key in calls.calls if name == "PutObject"]
+        assert [key.split("/")[1] for key in puts] == ["blobs", "names"]
+        calls.clear()
+        assert shelf["a"] == b"x" * 10_000
+        assert {key.split("/")[1] for _, key in calls.calls if key} == {"names"}
+        assert "PutObject" not in calls.names()
