@@ -80,10 +80,11 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
             request: a few seconds here make repeated gets of hot names free.
 
     Notes:
-        Thread-safe: any method may be called from several threads. Every method but
-        hits on `load` of a value in memory does blocking I/O (a record is read on each get,
-        so values set by other processes are seen); the ``a``-twins never block the event
-        loop. Close the shelf (or use ``with``) to release its cache directory.
+        Thread-safe: any method may be called from several threads. Every method may
+        block on storage (even a get of a value in memory reads the name's record, so that
+        values set by other processes are seen, unless ``refresh`` spares it); the
+        ``a``-twins never block the event loop. Close the shelf (or use ``with``) to release
+        its cache directory; a shelf is not shared with a forked child (open one there).
     """
 
     @check_keywords
@@ -190,7 +191,10 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        check_name(name)
+        try:
+            check_name(name)
+        except ValueError:
+            return False  # no such name can be set, so it is not here (as for a dict)
         self._check_open()
         record = self._index.read(name)
         return record is not None and not record.expired(time.time())

@@ -52,6 +52,7 @@ def test_the_mapping_methods_work_like_a_dict(shelf: Shelf[object]) -> None:
     assert "a" in shelf
     assert "z" not in shelf
     assert 3 not in shelf  # type: ignore[comparison-overlap]
+    assert "" not in shelf
     assert len(shelf) == 2
     assert sorted(shelf) == ["a", "b"]
     assert shelf.get("z", "default") == "default"
