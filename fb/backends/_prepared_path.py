@@ -64,7 +64,6 @@ _LOCAL_OPTIONS = frozenset(
 )
 """What fsspec's LocalFileSystem does something with; it ignores any other keyword."""
 
-
 class PreparedPath:
     """A directory (or object-store prefix) that holds blobs as ``root/xx/<32 hex>``.
 
