@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -172,3 +173,47 @@ def test_a_function_returning_none_is_cached(location: Path) -> None:
         nothing(1)
         nothing(1)
     assert calls == [1]
+
+
+MEMO_MODULE = """
+import os
+import sys
+
+import fb
+
+shelf = fb.Shelf(sys.argv[1], max_items=4)
+
+
+@shelf.memoize(version="1")
+def square(x: int) -> int:
+    with open(sys.argv[2], "a") as log:
+        log.write(f"computed {x}\\n")
+    return x * x
+
+
+print(square(7), square(x=7), square(8))
+shelf.close()
+"""
+
+
+def test_memoized_results_survive_a_process_restart(tmp_path: Path) -> None:
+    """A second process running the same memoized function reads the first one's results."""
+    import subprocess
+    import sys
+
+    module = tmp_path / "memo_job.py"
+    module.write_text(MEMO_MODULE)
+    log = tmp_path / "computed.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-W", "error", str(module), str(tmp_path / "shelf"), str(log)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["49", "49", "64"]
+    assert log.read_text().splitlines() == ["computed 7", "computed 8"]

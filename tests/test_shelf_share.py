@@ -125,3 +125,32 @@ def test_a_name_replaced_in_a_tight_loop_never_looks_absent(tmp_path: Path) -> N
             thread.join(30)
     assert errors == []
     assert len(rounds) > 1
+
+
+@pytest.mark.parametrize("after", [3, 17, 40])
+def test_a_writer_killed_at_any_moment_leaves_every_name_absent_or_whole(
+    tmp_path: Path, after: int
+) -> None:
+    """SIGKILL sent by the parent while the writer is busy: every name is absent or whole."""
+    location = tmp_path / "shelf"
+    size = 256 * 1024
+    process = child(location, "write", "--names", "5", "--rounds", "1000", "--size", str(size))
+    assert process.stdout is not None
+    done: list[tuple[int, int]] = []
+    for line in process.stdout:
+        done.append(tuple(map(int, line.split()[1:])))  # type: ignore[arg-type]
+        if len(done) == after:
+            process.kill()  # SIGKILL, wherever the writer is in its next set
+            break
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    last = {index: round_ for round_, index in done}
+    with Shelf[Any](location, max_items=1) as shelf:
+        for index in range(5):
+            value = shelf.get(f"n{index}")
+            if value is None:
+                assert index not in last
+                continue
+            round_ = check_value(value, index)
+            assert round_ >= last.get(index, 0)
+            assert value == value_for(round_, index, size)
