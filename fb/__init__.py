@@ -15,6 +15,7 @@ from ._persist import TrackedPath as TrackedPath
 from ._persist import asave as asave
 from ._persist import save as save
 from ._pool import FBPool as FBPool
+from ._shelf import Shelf as Shelf
 from ._sizeof import default_sizeof as default_sizeof
 from ._stats import PoolStatistics as PoolStatistics
 from ._stats import StoreStatistics as StoreStatistics
@@ -35,6 +36,7 @@ __all__ = [
     "Fb",
     "PoolStatistics",
     "ReadGuard",
+    "Shelf",
     "StoreStatistics",
     "TrackedPath",
     "WriteGuard",

@@ -23,6 +23,7 @@ import attrs
 import click
 
 from ._inspect import BlobInfo, StoredFile
+from ._shelf_layout import shelf_blobs
 from .backends import PreparedPath
 from .backends._fbstore import _check_secret
 from .exceptions import FbError
@@ -143,10 +144,13 @@ def location_options(command: F) -> F:
 
 
 def open_location(url: str, pairs: Sequence[str], endpoint_url: str | None) -> PreparedPath:
-    """Return the location ``url`` with the storage options of the command line."""
+    """Return the location ``url`` with the storage options of the command line.
+
+    For a shelf's root, return its blob location.
+    """
     options = storage_options(url, pairs, endpoint_url)
     try:
-        return PreparedPath(url, storage_options=options)
+        location = PreparedPath(url, storage_options=options)
     except Exception as exc:
         # A filesystem's constructor can raise anything for a URL or an option it does not
         # take (zip:// on a file that is not a zip, fs=1): bad input all the same.
@@ -157,6 +161,9 @@ def open_location(url: str, pairs: Sequence[str], endpoint_url: str | None) -> P
             else f"{type(exc).__name__}: "
         )
         raise click.UsageError(f"cannot open {shown}: {what}{exc}") from exc
+    # A shelf (fb.Shelf) keeps its blobs in a persist location below its root, beside its
+    # name records: the commands work on the blobs, and ls and gc read the names too.
+    return shelf_blobs(location) or location
 
 
 def _secret(variable: str | None) -> bytes | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from typing import Literal
+from uuid import UUID
 
 import attrs
 import click
@@ -37,6 +38,7 @@ from ._cli_ops import (
 )
 from ._inspect import BlobInfo
 from ._persist import parse_key
+from ._shelf_layout import shelf_names
 from .backends import PreparedPath
 from .backends._fbstore import LOCK_NAME
 from .backends._locations import MARKER_NAME
@@ -57,13 +59,15 @@ def ls_command(
 ) -> None:
     """List the blobs at URL: key, size, codec, signed or not, and age.
 
-    URL is a cache directory or a persist location: a local path or any fsspec URL
-    (s3://bucket/prefix, memory://…). Only each blob's header is read. Exits with 1 when a
+    URL is a cache directory, a persist location or a shelf (fb.Shelf; its names are shown
+    beside their keys): a local path or any fsspec URL (s3://bucket/prefix, memory://…).
+    Only each blob's header is read. Exits with 1 when a
     header cannot be read (fb verify tells more).
     """
     location = open_location(url, storage_option, endpoint_url)
     with storage_errors():
         listing = _inspect.list_location(location)
+        names = shelf_names(location)  # a shelf's blobs: show each key's names
         infos, _ = _read_all(
             lambda file: _inspect.read_blob_header(location, file),
             listing.blobs,
@@ -73,8 +77,13 @@ def ls_command(
         )
     now = time.time()
     bad = [info for info in infos if not info.ok]
+    named = {} if names is None else {key.hex: ", ".join(found) for key, found in names.items()}
     if as_json:
-        emit_json({"url": listing.url, "blobs": [_blob_json(info, now) for info in infos]})
+        blobs = [_blob_json(info, now) for info in infos]
+        if names is not None:
+            for blob, info in zip(blobs, infos, strict=True):
+                blob["names"] = names.get(UUID(hex=info.key), [])
+        emit_json({"url": listing.url, "blobs": blobs})
     else:
         rows = [
             [
@@ -84,9 +93,12 @@ def ls_command(
                 "-" if info.signed is None else ("yes" if info.signed else "no"),
                 human_age(None if info.mtime is None else now - info.mtime),
             ]
+            + ([named.get(info.key, "-")] if names is not None else [])
             for info in infos
         ]
-        if rows:
+        if rows and names is not None:
+            _table(["KEY", "SIZE", "CODEC", "SIGNED", "AGE", "NAME"], rows, "<><<><")
+        elif rows:
             _table(["KEY", "SIZE", "CODEC", "SIGNED", "AGE"], rows, "<><<>")
         click.echo(f"{len(infos)} blob(s), {human_size(sum(i.size for i in infos))}")
         for info in bad:

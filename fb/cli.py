@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import attrs
 import click
@@ -34,6 +35,7 @@ from ._cli_ops import (
 from ._cli_read import COMMANDS
 from ._handle import Fb
 from ._pool import FBPool
+from ._shelf_layout import shelf_names
 from ._store import BackingStore
 from .backends import FBStore, PreparedPath
 from .backends._lease import DEFAULT_INTERVAL, GRACE_INTERVALS
@@ -353,6 +355,10 @@ def gc_command(
     younger than --grace) are deleted, its lease last. A store with a fresh lease is never
     touched.
 
+    In a shelf (fb.Shelf): its blobs that no name points to and older than --min-age
+    (left by a writer killed mid-set, or by two writers of one name), and temporary files
+    older than --min-age.
+
     In a persist location: temporary files older than --min-age, and with --manifest the
     blobs whose keys it does not list (none if it lists none of them: a wrong manifest is
     likelier than an empty save). Run it only while no process saves there.
@@ -371,6 +377,15 @@ def gc_command(
     now = time.time()
     with storage_errors(), _inspect.hold_lock(location) as locked:
         listing = _inspect.list_location(location)
+        names = shelf_names(location)
+        if names is not None:
+            # A shelf: its records are the manifest. A blob younger than --min-age may be a
+            # set whose record is not written yet, so it is kept too.
+            if keep is not None:
+                raise click.UsageError("a shelf's names are its manifest: drop --manifest")
+            keep = frozenset(names) | {
+                UUID(hex=f.key) for f in listing.blobs if f.mtime is None or now - f.mtime < min_age
+            }
         sessions = _gc.find_sessions(location, listing, now=now, grace=grace)
         if keep is not None and (listing.kind == "cache" or any(not s.name for s in sessions)):
             raise click.UsageError("--manifest is for persist locations, not cache directories")
