@@ -6,12 +6,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fb import Shelf
+from tests.conftest import TIMEOUT
 from tests.shelf_child import check_value, value_for
 
 CHILD = str(Path(__file__).resolve().parent / "shelf_child.py")
@@ -119,7 +121,14 @@ def test_a_name_replaced_in_a_tight_loop_never_looks_absent(tmp_path: Path) -> N
         thread = threading.Thread(target=write)
         thread.start()
         try:
-            rounds = {check_value(reader["hot"], 0) for _ in range(300)}
+            # At least 300 reads, and on until a set of the writer has been seen (a busy
+            # machine may run them all before the writer's first set lands): bounded.
+            rounds: set[int] = set()
+            reads = 0
+            deadline = time.monotonic() + TIMEOUT
+            while (reads < 300 or len(rounds) < 2) and time.monotonic() < deadline:
+                rounds.add(check_value(reader["hot"], 0))
+                reads += 1
         finally:
             stop.set()
             thread.join(30)
