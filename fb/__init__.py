@@ -7,6 +7,7 @@ errors in `fb.exceptions` and the interfaces in `fb.typing`.
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
+from ._guards import Acquisition as Acquisition
 from ._handle import Fb as Fb
 from ._handle import ReadGuard as ReadGuard
 from ._handle import WriteGuard as WriteGuard
@@ -31,6 +32,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0+unknown"
 
 __all__ = [
+    "Acquisition",
     "BackingStore",
     "FBPool",
     "Fb",

@@ -167,7 +167,7 @@ class Acquire(Generic[T]):
                     await asyncio.wait_for(wait(step), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 raise self._timed_out(entry, write, patience or 0.0) from None
-        job = self.store.submit(self._load_blob, entry, step, write, who)
+        job = self.store._submit_task(self._load_blob, entry, step, write, who)
         try:
             return await wait(job)
         except asyncio.CancelledError:

@@ -208,7 +208,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             self._resident_bytes -= entry.size
         if entry.blob and not entry.writing and not entry.loading:
             entry.blob = False
-            self.store.release(entry.key)
+            self.store._release(entry.key)
         # A write in flight deletes its blob when it ends (see _write_done); a load in
         # flight releases it when the read is done (see _load_blob).
         self._wake(entry, batch)
@@ -226,7 +226,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
     def _check_usable(self, entry: Entry) -> None:
         if entry.closed:
             raise HandleClosedError(f"the handle for key {entry.key.hex} was closed")
-        self.store.check_open()
+        self.store._check_open()
 
     def _begin_write(self, entry: Entry, batch: Batch, who: object = None) -> None:
         """Give ``entry`` to a write guard: new key, the old blob reference dropped."""
@@ -235,7 +235,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         entry.source = None  # the new key's blob will be this store's own
         if entry.blob:
             entry.blob = False
-            self.store.release(entry.key)
+            self.store._release(entry.key)
         entry.key = new_key()
         entry.unencodable = False  # the guard may make it encodable: try again
 

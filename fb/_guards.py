@@ -13,14 +13,24 @@ from .exceptions import NotPicklableError
 if TYPE_CHECKING:
     from ._handle import Fb
 
-__all__ = ["ReadGuard", "WriteGuard"]
+__all__ = ["Acquisition", "ReadGuard", "WriteGuard"]
 
 T = TypeVar("T")
 G = TypeVar("G", bound="ReadGuard[Any] | WriteGuard[Any]")
 
 
-class _Acquire(Generic[G]):
-    """What ``aload``/``aload_mut`` return: awaitable, and an async context manager."""
+class Acquisition(Generic[G]):
+    """What `Fb.aload` and `Fb.aload_mut` return: awaitable, and an async context manager.
+
+    ``guard = await handle.aload()`` gives the guard itself (release it yourself, or use it
+    in a ``with`` block); ``async with handle.aload() as value:`` enters to what the guard
+    enters to (the value for a read guard, the guard for a write guard) and releases it on
+    exit. Use it once.
+
+    Notes:
+        Not thread-safe: it belongs to the task that awaits it. Waiting never blocks the
+        event loop.
+    """
 
     __slots__ = ("_factory", "_guard")
 

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from . import _janitor
 from ._entry import MISSING, Batch, Entry, check_timeout, owner, wait
-from ._guards import ReadGuard, WriteGuard, _Acquire
+from ._guards import Acquisition, ReadGuard, WriteGuard
 from ._persist import check_tracked
 from .exceptions import NotPicklableError
 
@@ -152,12 +152,12 @@ class Fb(Generic[T]):
         guard._released = False
         return guard
 
-    def aload(self, timeout: float | None = None) -> _Acquire[ReadGuard[T]]:
+    def aload(self, timeout: float | None = None) -> Acquisition[ReadGuard[T]]:
         """Async twin of `load`: ``await handle.aload()`` or ``async with handle.aload() as v``.
 
         ``timeout`` bounds the waits as in `load`, without blocking the event loop.
         """
-        return _Acquire(functools.partial(self._aload, check_timeout(timeout)))
+        return Acquisition(functools.partial(self._aload, check_timeout(timeout)))
 
     async def _aload(self, patience: float | None) -> ReadGuard[T]:
         who = owner()
@@ -195,9 +195,9 @@ class Fb(Generic[T]):
         self._pool._acquire(self._entry, True, _get_ident(), check_timeout(timeout))
         return WriteGuard(self)
 
-    def aload_mut(self, timeout: float | None = None) -> _Acquire[WriteGuard[T]]:
+    def aload_mut(self, timeout: float | None = None) -> Acquisition[WriteGuard[T]]:
         """Async twin of `load_mut`."""
-        return _Acquire(functools.partial(self._aload_mut, check_timeout(timeout)))
+        return Acquisition(functools.partial(self._aload_mut, check_timeout(timeout)))
 
     async def _aload_mut(self, patience: float | None) -> WriteGuard[T]:
         await self._pool._aacquire(self._entry, True, owner(), patience)
@@ -241,7 +241,7 @@ class Fb(Generic[T]):
             if isinstance(step, Future):
                 await wait(step)
                 continue
-            await wait(pool.store.submit(pool._write, entry, *step))
+            await wait(pool.store._submit_task(pool._write, entry, *step))
             return
 
     def evict(self) -> int:
@@ -268,7 +268,7 @@ class Fb(Generic[T]):
 
     def spawn_write_now(self) -> Future[None]:
         """Start `write_now` in the background; the future holds its outcome."""
-        return self._pool.store.spawn(self.write_now)
+        return self._pool.store._spawn(self.write_now)
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -295,14 +295,14 @@ class Fb(Generic[T]):
                 if entry.blob:
                     # Hold a reference so a concurrent load_mut or close cannot delete the
                     # blob while it is being linked.
-                    store.add_ref(key)
+                    store._add_ref(key)
                     break
             self.write_now()
         try:
             if not tracked._is_placed(key):
                 tracked._added(key, store.strategy.persist(key, tracked.path))
         finally:
-            store.release(key)
+            store._release(key)
         return key
 
     async def apersist(self, tracked: TrackedPath) -> UUID:
@@ -311,7 +311,7 @@ class Fb(Generic[T]):
 
     def spawn_persist(self, tracked: TrackedPath) -> Future[UUID]:
         """Start `persist` in the background; the future holds the key or the error."""
-        return self._pool.store.spawn(self.persist, tracked)
+        return self._pool.store._spawn(self.persist, tracked)
 
     # -- lifetime --------------------------------------------------------------------------
 

@@ -198,7 +198,7 @@ class FBPool(PoolCore[T]):
             await wait(waiter)
 
     def _insert(self, value: T) -> Fb[T]:
-        self.store.check_open()
+        self.store._check_open()
         size = self._measure(value)
         entry = Entry(new_key(), value, size)
         batch = Batch()
@@ -227,7 +227,7 @@ class FBPool(PoolCore[T]):
         """
         key = parse_key(key)
         check_tracked(tracked, self.store)
-        if not self.store.retain_registered(key, tracked.path):
+        if not self.store._retain_registered(key, tracked.path):
             return None
         tracked._added(key, (), placed=False)
         entry = Entry(key, MISSING, 0, blob=True)

@@ -177,7 +177,7 @@ class Requests(Generic[T]):
         with self._lock:
             if entry.closed or entry.value is not MISSING or entry.loading or entry.writer:
                 return None
-            self.store.check_open()
+            self.store._check_open()
             entry.loading = True
             key = entry.key
             if entry.segment != HOT:
@@ -187,7 +187,7 @@ class Requests(Generic[T]):
                 batch = None
         if batch is not None:
             self._after(batch)
-        return self.store.submit(self._prefetch_blob, entry, key)
+        return self.store._submit_task(self._prefetch_blob, entry, key)
 
     def _prefetch_blob(self, entry: Entry, key: UUID) -> None:
         self._load_blob(entry, key, False)

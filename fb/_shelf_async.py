@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._guards import ReadGuard, _Acquire
+from ._guards import Acquisition, ReadGuard
 from ._shelf_index import check_name
 from .exceptions import HandleClosedError
 
@@ -36,10 +36,10 @@ class AsyncTwins(Generic[T]):
         def sync(self) -> None: ...
         def close(self) -> None: ...
 
-    def aload(self, name: str) -> _Acquire[ReadGuard[T]]:
+    def aload(self, name: str) -> Acquisition[ReadGuard[T]]:
         """Async twin of `load`: ``async with shelf.aload(name) as value:``."""
         check_name(name)
-        return _Acquire(lambda: self._aload(name))
+        return Acquisition(lambda: self._aload(name))
 
     async def _aload(self, name: str) -> ReadGuard[T]:
         for _ in range(RETRIES):

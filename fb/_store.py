@@ -157,7 +157,7 @@ class BackingStore(Workers, Generic[T]):
         """True once `close` has been called."""
         return self._shared.closed
 
-    def check_open(self) -> None:
+    def _check_open(self) -> None:
         """Raise `StoreClosedError` if the store was closed."""
         if self._shared.closed:
             raise StoreClosedError(f"{self!r} is closed")
@@ -264,26 +264,26 @@ class BackingStore(Workers, Generic[T]):
 
     # -- tasks -----------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+    def _submit_task(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Run ``fn`` on a worker thread; its outcome belongs to the returned future.
 
         ``fn`` must never wait for other background work (a worker waiting for a queued task
-        can deadlock the pool); use `spawn` for that. `finished` waits for it, but does not
+        can deadlock the pool); use `_spawn` for that. `finished` waits for it, but does not
         collect its error: the future's owner does.
         """
         return self._submit(self._get_executor, False, fn, *args, **kwargs)
 
-    def spawn(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+    def _spawn(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Run ``fn``, which may wait for background work, on a thread outside the workers."""
         return self._submit(self._get_spawner, False, fn, *args, **kwargs)
 
-    def submit_background(
+    def _submit_background(
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> Future[R]:
         """Run ``fn`` on a worker thread; an exception it raises is collected for `finished`."""
         return self._submit(self._get_executor, True, fn, *args, **kwargs)
 
-    def report(self, exc: BaseException) -> None:
+    def _report(self, exc: BaseException) -> None:
         """Collect ``exc`` as a background error (for `finished` and ``on_error``)."""
         self._collect(exc)
 
@@ -299,13 +299,13 @@ class BackingStore(Workers, Generic[T]):
 
     # -- blob references -------------------------------------------------------------------
 
-    def add_ref(self, key: UUID) -> None:
+    def _add_ref(self, key: UUID) -> None:
         """Count one more handle referencing blob ``key`` (a fresh write or a register)."""
         with self._lock:
             self._refs[key] = self._refs.get(key, 0) + 1
             self._shared.live_blobs = len(self._refs)
 
-    def release(self, key: UUID) -> None:
+    def _release(self, key: UUID) -> None:
         """Drop one reference to blob ``key``; delete the blob when none is left."""
         with self._lock:
             count = self._refs.get(key, 0) - 1
@@ -316,12 +316,12 @@ class BackingStore(Workers, Generic[T]):
             self._shared.live_blobs = len(self._refs)
             if self._shared.closed:
                 return  # close() deleted it already
-        self.delete_blob(key)
+        self._delete_blob(key)
 
-    def delete_blob(self, key: UUID) -> None:
+    def _delete_blob(self, key: UUID) -> None:
         """Delete blob ``key`` in the background unless it is referenced again by then."""
         try:
-            self.submit_background(self._delete, key)
+            self._submit_background(self._delete, key)
         except StoreClosedError:
             return
 
@@ -350,13 +350,13 @@ class BackingStore(Workers, Generic[T]):
                 closed=self._shared.closed,
             )
 
-    def retain_registered(self, key: UUID, location: PreparedPath) -> bool:
+    def _retain_registered(self, key: UUID, location: PreparedPath) -> bool:
         """Reference blob ``key``, bringing it from ``location`` into the cache if needed.
 
         Two registrations of one key share one cache blob. Returns False if ``location``
         holds no blob ``key``.
         """
-        self.check_open()
+        self._check_open()
         with self._stripe(key):
             # Always ask the backend: the location must still hold the key, even when the
             # cache holds its blob already (the backend then places nothing).
@@ -367,7 +367,7 @@ class BackingStore(Workers, Generic[T]):
                 self._shared.live_blobs = len(self._refs)
         return True
 
-    def refcount(self, key: UUID) -> int:
+    def _refcount(self, key: UUID) -> int:
         """Return how many handles reference blob ``key``."""
         return self._refs.get(key, 0)
 
@@ -398,7 +398,7 @@ class BackingStore(Workers, Generic[T]):
         from .backends import PreparedPath
         from .backends._prepared_path import location_like
 
-        self.check_open()
+        self._check_open()
         # The cache location of a backend that has one (FBStore's ``path``); a plugin
         # backend without it gets a location built from the URL alone.
         cache = getattr(self.strategy, "path", None)
@@ -418,7 +418,7 @@ class BackingStore(Workers, Generic[T]):
         """
         from ._persist import check_tracked
 
-        self.check_open()
+        self._check_open()
         check_tracked(tracked, self)
         paths = tracked._take_unsynced()
         try:
@@ -436,7 +436,7 @@ class BackingStore(Workers, Generic[T]):
         from ._persist import check_tracked, parse_key
 
         key = parse_key(key)
-        self.check_open()
+        self._check_open()
         check_tracked(tracked, self)
         paths = self.strategy.delete_persisted(key, tracked.path)
         tracked._removed(key, paths)

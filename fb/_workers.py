@@ -1,8 +1,9 @@
 """The worker side of a `BackingStore`: its threads, task accounting, errors, and fork().
 
-`BackingStore` (in ``_store.py``) inherits these steps and keeps the public surface
-(`submit`, `spawn`, `finished`, `report`). Here are the two thread pools, made on first use
-(the store's workers for I/O; the spawner for work that waits on other work), the count of
+`BackingStore` (in ``_store.py``) inherits these steps and keeps the methods built on them
+(the internal `_submit_task`, `_spawn` and `_report`, the public `finished`). Here are the
+two thread pools, made on first use (the store's workers for I/O; the spawner for work that
+waits on other work), the count of
 tasks that `finished` waits for, the background errors it raises, and what a fork does to
 every live store: its lock is held across ``fork()``, and a child rebuilds its locks and
 threads and never deletes the blobs it inherited.
@@ -90,7 +91,7 @@ class Workers:
 
     if TYPE_CHECKING:  # a step of BackingStore these use
 
-        def check_open(self) -> None: ...
+        def _check_open(self) -> None: ...
 
     def _after_fork(self) -> None:
         # A child process after fork inherits no threads and possibly held locks.
@@ -143,7 +144,7 @@ class Workers:
         ``collect``: an exception ``fn`` raises is also collected for `finished`.
         """
         with self._lock:
-            self.check_open()
+            self._check_open()
             self._tasks += 1
         try:
             return pool().submit(self._run_task, collect, fn, *args, **kwargs)

@@ -84,7 +84,7 @@ class WriteBack(Generic[T]):
                 self._writers += start
         for _ in range(start):
             try:
-                self.store.submit(self._drain_writes)
+                self.store._submit_task(self._drain_writes)
             except StoreClosedError:
                 with self._lock:
                     self._writers -= 1
@@ -128,7 +128,7 @@ class WriteBack(Generic[T]):
                 exc,
                 extra={"fb_event": "write_failed", "fb_key": key.hex, "fb_error": repr(exc)},
             )
-            self.store.report(exc)
+            self.store._report(exc)
             if self.on_error is not None:
                 batch = Batch()
                 batch.events.append((self.on_error, (exc,)))
@@ -183,11 +183,11 @@ class WriteBack(Generic[T]):
                 entry.stored_nbytes = nbytes
                 if entry.closed and not (entry.readers or entry.writer):
                     # The handle went while its blob was being written: write, then delete.
-                    self.store.delete_blob(key)
+                    self.store._delete_blob(key)
                     self._finalize(entry, batch)
                 else:
                     entry.blob = True
-                    self.store.add_ref(key)
+                    self.store._add_ref(key)
                     if (
                         entry.segment == COLD
                         and entry.value is not MISSING

@@ -52,7 +52,7 @@ def test_persist_hard_links_on_the_same_device(
     assert os.stat(persisted).st_nlink == 2
     assert (persist_dir / MARKER).read_bytes().startswith(b"fb persist location")
     assert handle.resident  # persisting does not push the value out
-    assert store.refcount(key) == 1  # persist's own reference was given back
+    assert store._refcount(key) == 1  # persist's own reference was given back
 
 
 def test_persist_writes_the_blob_only_when_there_is_none(
@@ -201,7 +201,7 @@ def test_persist_survives_a_close_of_the_handle_mid_link(
     store.finished()
     assert counting.deleted == [key]  # now nothing references it in the cache
     assert not counting.blob_path(key).exists()
-    assert store.refcount(key) == 0
+    assert store._refcount(key) == 0
     with open_store(tmp_path / "reader") as (reader, _):
         again = FBPool(reader, max_items=1).register(reader.track_path(persist_dir), key)
         assert again is not None

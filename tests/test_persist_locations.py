@@ -314,7 +314,7 @@ def test_persist_into_a_read_only_location_changes_nothing(
     assert listing(persist_dir) == {}
     assert tracked.keys() == frozenset()
     assert tracked.unsynced == 0
-    assert store.refcount(handle.key) == 1  # persist gave its reference back
+    assert store._refcount(handle.key) == 1  # persist gave its reference back
     assert value_of(handle) == "x"
 
 
@@ -339,7 +339,7 @@ def test_persist_into_a_location_made_read_only_later_changes_nothing(
     assert listing(persist_dir) == before
     assert tracked.keys() == {kept}
     assert tracked.unsynced == 0
-    assert store.refcount(handle.key) == 1
+    assert store._refcount(handle.key) == 1
     assert counting.blob_path(handle.key).exists()
 
 

@@ -122,19 +122,19 @@ def test_register_twice_shares_one_cache_blob(
     assert first is not None
     assert second is not None
     assert first is not second
-    assert store.refcount(key) == 2
+    assert store._refcount(key) == 2
     # Each registration asks the backend, which checks the location holds the key; the
     # second one finds the cache blob in place and links nothing.
     assert counting.kinds().count("register") == 2
     assert counting.blob_path(key).stat().st_nlink == 2  # one cache link + the persisted one
     first.close()
     store.finished()
-    assert store.refcount(key) == 1
+    assert store._refcount(key) == 1
     assert counting.blob_path(key).exists()
     assert value_of(second) == "shared"
     second.close()
     store.finished()
-    assert store.refcount(key) == 0
+    assert store._refcount(key) == 0
     assert not counting.blob_path(key).exists()
     assert counting.deleted == [key]
     assert blob(persist_dir, key).exists()  # the durable copy is not the cache's to delete
@@ -152,7 +152,7 @@ def test_register_accepts_every_spelling_of_a_key(
         assert handle is not None
         assert handle.key == key
         handles.append(handle)  # kept alive: a collected handle releases its reference
-    assert store.refcount(key) == 5  # the original and four registrations
+    assert store._refcount(key) == 5  # the original and four registrations
     assert not original.closed
 
 

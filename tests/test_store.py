@@ -29,7 +29,7 @@ def fail(message: str) -> NoReturn:
 
 def test_finished_raises_a_background_error_once(store: BackingStore[Any]) -> None:
     """An error collected in the background is raised by the next finished(), and only once."""
-    store.submit_background(fail, "one")
+    store._submit_background(fail, "one")
     with pytest.raises(BoomError, match="one"):
         store.finished()
     store.finished()
@@ -39,7 +39,7 @@ def test_finished_raises_a_background_error_once(store: BackingStore[Any]) -> No
 def test_several_errors_raise_an_exception_group(store: BackingStore[Any]) -> None:
     """Several collected errors are raised together as an ExceptionGroup, then forgotten."""
     for message in ("one", "two", "three"):
-        store.submit_background(fail, message)
+        store._submit_background(fail, message)
     with pytest.raises(ExceptionGroup) as info:
         store.finished()
     assert sorted(str(exc) for exc in info.value.exceptions) == ["one", "three", "two"]
@@ -56,8 +56,8 @@ def test_on_error_sees_each_error_and_finished_still_raises(counting: CountingSt
 
     store: BackingStore[Any] = BackingStore(counting, on_error=on_error)
     try:
-        store.submit_background(fail, "one")
-        store.submit_background(fail, "two")
+        store._submit_background(fail, "one")
+        store._submit_background(fail, "two")
         with pytest.raises(ExceptionGroup):
             store.finished()
         assert sorted(message for message, _ in seen) == ["one", "two"]
@@ -74,7 +74,7 @@ def test_failing_on_error_does_not_lose_the_error(counting: CountingStore) -> No
 
     store: BackingStore[Any] = BackingStore(counting, on_error=on_error)
     try:
-        store.submit_background(fail, "kept")
+        store._submit_background(fail, "kept")
         with pytest.raises(BoomError, match="kept"):
             store.finished()
     finally:
@@ -83,7 +83,7 @@ def test_failing_on_error_does_not_lose_the_error(counting: CountingStore) -> No
 
 def test_submit_errors_belong_to_the_future(store: BackingStore[Any]) -> None:
     """submit() hands a failure to its future; finished() does not raise it again."""
-    future = store.submit(fail, "mine")
+    future = store._submit_task(fail, "mine")
     with pytest.raises(BoomError, match="mine"):
         future.result(TIMEOUT)
     store.finished()
@@ -98,7 +98,7 @@ def test_finished_waits_for_running_tasks(store: BackingStore[Any]) -> None:
         assert gate.wait(TIMEOUT)
         done.append("task")
 
-    store.submit_background(task)
+    store._submit_background(task)
     timer = threading.Timer(0.05, gate.set)  # releases the task while finished() waits
     timer.start()
     try:
@@ -114,13 +114,13 @@ def test_finished_drains_without_closing(store: BackingStore[Any]) -> None:
     """After finished() the store still accepts work."""
     store.finished()
     assert not store.closed
-    assert store.submit(lambda: 42).result(TIMEOUT) == 42
+    assert store._submit_task(lambda: 42).result(TIMEOUT) == 42
     store.finished()
 
 
 def test_afinished_raises_collected_errors(store: BackingStore[Any]) -> None:
     """afinished() raises what failed in the background, like finished()."""
-    store.submit_background(fail, "async")
+    store._submit_background(fail, "async")
 
     async def main() -> None:
         with pytest.raises(BoomError, match="async"):
@@ -139,9 +139,9 @@ def test_close_is_idempotent(counting: CountingStore) -> None:
     assert counting.closes == 1
     assert "closed" in repr(store)
     with pytest.raises(StoreClosedError):
-        store.check_open()
+        store._check_open()
     with pytest.raises(StoreClosedError):
-        store.submit(lambda: None)
+        store._submit_task(lambda: None)
     with pytest.raises(StoreClosedError):
         FBPool(store, max_items=1).insert(1)
 
@@ -149,7 +149,7 @@ def test_close_is_idempotent(counting: CountingStore) -> None:
 def test_close_raises_collected_errors_once(counting: CountingStore) -> None:
     """close() raises the errors collected before it, after the store is closed."""
     store: BackingStore[Any] = BackingStore(counting)
-    store.submit_background(fail, "late")
+    store._submit_background(fail, "late")
     with pytest.raises(BoomError, match="late"):
         store.close()
     assert store.closed
@@ -165,7 +165,7 @@ def test_close_deletes_blobs_still_referenced(counting: CountingStore) -> None:
     store.finished()
     path = counting.blob_path(handle.key)
     assert path.is_file()
-    assert store.refcount(handle.key) == 1
+    assert store._refcount(handle.key) == 1
     assert store.blob_keys() == frozenset({handle.key})
     store.close()
     assert not path.exists()
@@ -228,10 +228,10 @@ def test_blob_refcount_follows_handles(store: BackingStore[Any]) -> None:
     pool: FBPool[str] = FBPool(store, max_items=1)
     first, second = pool.insert("a"), pool.insert("b")
     store.finished()
-    assert store.refcount(first.key) == 1
-    assert store.refcount(second.key) == 0
+    assert store._refcount(first.key) == 1
+    assert store._refcount(second.key) == 0
     first.close()
-    assert store.refcount(first.key) == 0
+    assert store._refcount(first.key) == 0
     store.finished()
 
 
@@ -251,7 +251,7 @@ def test_strategy_must_be_a_strategy() -> None:
 def abandon_store(backend: FBStore[Any]) -> None:
     """Open a store that references a blob, and drop it without closing it."""
     store: BackingStore[Any] = BackingStore(backend)
-    store.add_ref(uuid4())
+    store._add_ref(uuid4())
     del store
     gc.collect()
 
