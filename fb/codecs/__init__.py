@@ -22,12 +22,14 @@ from ._registry import register_codec as register_codec
 if TYPE_CHECKING:
     from ._compression import Lz4Codec as Lz4Codec
     from ._compression import ZstdCodec as ZstdCodec
+    from ._dask_codec import DaskCodec as DaskCodec
     from ._msgpack_codec import MsgpackCodec as MsgpackCodec
     from ._numpy_codec import NumpyCodec as NumpyCodec
     from ._protobuf_codec import ProtobufCodec as ProtobufCodec
 
 __all__ = [
     "CodecFactory",
+    "DaskCodec",
     "JsonCodec",
     "Lz4Codec",
     "MsgpackCodec",
@@ -42,6 +44,7 @@ __all__ = [
 
 # name -> (module, extra that installs its dependency)
 _LAZY = {
+    "DaskCodec": ("._dask_codec", "dask"),
     "Lz4Codec": ("._compression", "compression"),
     "MsgpackCodec": ("._msgpack_codec", "msgpack"),
     "NumpyCodec": ("._numpy_codec", "numpy"),
