@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import dask
-from distributed import Client, Scheduler, Worker, wait
+import dask.array as da
+import numpy as np
+from distributed import Client, LocalCluster, Scheduler, Worker, wait
 from distributed.core import Status
 
 from fb.integrations.dask import FbSpillBuffer, FbSpillPlugin
@@ -168,3 +170,69 @@ def test_worker_pauses_while_fb_is_still_spilling(tmp_path: Path) -> None:
         },
         body,
     )
+
+
+# -- a process cluster ---------------------------------------------------------------------
+
+CLUSTER_LIMIT = 300 * MB
+"""Each worker process's memory limit: distributed restarts a worker past 95 % of it."""
+
+CHUNKS = 60
+"""How many 20 MB results the cluster test computes: 1.2 GB on two 300 MB workers."""
+
+CLUSTER_MAX_BYTES = int(0.6 * CLUSTER_LIMIT) - 100 * MB
+"""The buffers' bound by docs/dask.md's rule: 60 % of the limit less 100 MB (80 MB)."""
+
+
+def scheduler_view(dask_scheduler: Scheduler) -> dict[str, Any]:
+    """What the scheduler knows of its workers (run on it through ``run_on_scheduler``)."""
+    events = [
+        msg
+        for topic in ("all", *dask_scheduler.workers)
+        for _, msg in dask_scheduler.get_events(topic)
+        if isinstance(msg, dict)
+    ]
+    removed = [msg for msg in events if msg.get("action") == "remove-worker"]
+    paused = [msg for msg in events if msg.get("status") == "paused"]
+    spilled = {addr: ws.memory.spilled for addr, ws in dask_scheduler.workers.items()}
+    return {"removed": removed, "paused": paused, "spilled": spilled}
+
+
+def test_process_cluster_spills_through_fb_without_restarts(tmp_path: Path) -> None:
+    """Workers holding four times their limit in results spill through fb; none restarts.
+
+    Checked from the scheduler: no worker was removed or paused, each reported spilled
+    bytes in its heartbeats, and the results read back from storage add up.
+    """
+    data = (FbSpillBuffer, {"url": str(tmp_path), "max_bytes": CLUSTER_MAX_BYTES})
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=CLUSTER_LIMIT,
+            dashboard_address=None,
+            host="127.0.0.1",
+            data=data,
+            plugins={FbSpillPlugin()},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        workers = set(client.scheduler_info()["workers"])
+        # CHUNKS chunks of 20 MB on two workers limited to 300 MB each.
+        x = da.random.RandomState(0).random_sample((CHUNKS * 2500, 1000), chunks=(2500, 1000))
+        x = x.persist()
+        wait(x, timeout=20 * TIMEOUT)
+        total = float(x.sum().compute())
+        assert np.isclose(total, float(x.sum().compute()))  # read back again, same result
+        deadline = time.monotonic() + 2 * TIMEOUT
+        view = client.run_on_scheduler(scheduler_view)
+        while not all(view["spilled"].values()):  # spilled bytes come with heartbeats
+            assert time.monotonic() < deadline, view
+            time.sleep(0.2)
+            view = client.run_on_scheduler(scheduler_view)
+        assert view["removed"] == []
+        assert view["paused"] == []
+        assert set(view["spilled"]) == workers
+        assert sum(view["spilled"].values()) >= CHUNKS * 20 * MB - 2 * CLUSTER_MAX_BYTES
+    assert list(tmp_path.iterdir()) == []  # the plugin closed both buffers
