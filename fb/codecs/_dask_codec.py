@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import attrs
 
@@ -38,7 +38,7 @@ class DaskCodec:
         blob into one buffer, as distributed's own spill files do.
     """
 
-    compression: str | bool | None = None
+    compression: str | Literal[False] | None = None
 
     @property
     def name(self) -> str:
@@ -47,7 +47,7 @@ class DaskCodec:
 
     def dump(self, value: Any, file: IO[bytes]) -> None:
         """Serialize ``value`` as distributed does and write its frames to ``file``."""
-        from distributed.protocol import serialize_bytelist
+        from distributed.protocol.serialize import serialize_bytelist
         from distributed.protocol.compression import get_compression_settings
 
         compression = self.compression
@@ -62,6 +62,6 @@ class DaskCodec:
 
     def loads(self, data: memoryview) -> Any:
         """Decode a buffer that holds exactly what `dump` wrote (the in-memory fast path)."""
-        from distributed.protocol import deserialize_bytes
+        from distributed.protocol.serialize import deserialize_bytes
 
         return deserialize_bytes(data)

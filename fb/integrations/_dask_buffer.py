@@ -27,6 +27,7 @@ from ..backends import FBStore, PreparedPath
 from ..exceptions import CodecError, HandleClosedError
 from ..typing import Codec
 from ._dask_metrics import SpillMetrics, metered_io
+from ._dask_spilling import Spilling
 from ._dask_views import KeyView, SpilledSize
 
 __all__ = ["DEFAULT_PENDING_SHARE", "FbSpillBuffer"]
@@ -40,7 +41,7 @@ DEFAULT_PENDING_SHARE = 4
 """By default a quarter of ``max_bytes`` may wait for write-back; the rest stays resident."""
 
 
-class FbSpillBuffer(MutableMapping[Key, object]):
+class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
     """A Dask worker's ``data``: each task result is kept behind an `Fb` in an `FBPool`.
 
     Results beyond the budget (measured with Dask's ``sizeof``) are written to storage in
@@ -371,94 +372,6 @@ class FbSpillBuffer(MutableMapping[Key, object]):
             self._live.pop(key, None)
         if handle is not None:
             handle.close()  # no I/O: the blob, if any, is deleted in the background
-
-    # -- spilling --------------------------------------------------------------------------
-
-    def evict(self) -> int:
-        """Spill the least recently used value in memory; return its ``sizeof``, or -1.
-
-        Distributed's manual-eviction interface: the worker's memory monitor calls this
-        while the process uses more memory than its spill threshold. The value is written
-        (unless a blob exists already) and dropped from the pool's memory. A value that
-        cannot be encoded is moved out of the pool (kept in memory, logged once) and -1 is
-        returned, as is done when storage fails (logged, the value stays). Never raises.
-        """
-        with self._evict_lock:
-            if self._closed:
-                return -1
-            try:
-                with self._metrics.capture():
-                    for key, handle in self._least_recent_resident():
-                        freed = self._evict_one(key, handle)
-                        if freed is not None:
-                            return freed
-            except Exception:
-                _log.exception("Spill to disk failed; keeping data in memory (%r)", self)
-        return -1
-
-    def _least_recent_resident(self) -> Iterator[tuple[Key, Fb[Any]]]:
-        for blob_key in reversed(self._pool.order()):
-            with self._lock:
-                key = self._owners.get(blob_key)
-                handle = None if key is None else self._handles.get(key)
-            if key is not None and handle is not None and handle.resident:
-                yield key, handle
-
-    def _evict_one(self, key: Key, handle: Fb[Any]) -> int | None:
-        """Spill one value; None when it cannot leave now (try the next one)."""
-        try:
-            with metered_io("disk-write") as moved:
-                unwritten = handle.stored_nbytes is None
-                freed = handle.evict()
-                if freed and unwritten and handle.stored_nbytes is not None:
-                    moved.append(handle.stored_nbytes)
-        except HandleClosedError:
-            return None
-        except CodecError as exc:
-            self._move_out(key, handle, exc)
-            return -1
-        except OSError:
-            _log.exception("Spill to disk failed; keeping data in memory (%r)", key)
-            return -1
-        if not freed:
-            return None  # pinned, or being loaded or written by someone else
-        self._manual_evictions += 1
-        return freed
-
-    def _on_write_error(self, exc: BaseException) -> None:
-        """The pool's ``on_error``: a background write-back failed."""
-        if not isinstance(exc, CodecError) or exc.key is None:
-            # fb keeps the value in memory and retries the write (with backoff).
-            _log.error("Spill to disk failed; keeping data in memory: %s", exc, exc_info=exc)
-            return
-        with self._lock:
-            key = self._owners.get(exc.key)
-            handle = None if key is None else self._handles.get(key)
-            if key is None or handle is None:
-                # __setitem__ has not mapped the handle yet (or it was deleted since).
-                self._failed_early[exc.key] = exc
-                return
-        self._move_out(key, handle, exc)
-
-    def _move_out(self, key: Key, handle: Fb[Any], exc: BaseException) -> None:
-        """Keep the value of a handle that cannot be encoded in memory, outside the pool."""
-        guard = handle.try_load()
-        if guard is None:
-            return  # a retried write is in flight: its failure comes back here
-        try:
-            with self._lock:
-                if self._handles.get(key) is not handle:
-                    return
-                del self._handles[key]
-                self._owners.pop(handle.key, None)
-                self._unspillable[key] = guard.value
-            # Closed while still pinned: releasing the guard then finalizes the item instead
-            # of offering it for eviction again (which would retry the doomed write).
-            handle.close()
-        finally:
-            guard.release()
-        # Once per value: it is out of the pool, so fb never tries to write it again.
-        _log.error("Failed to pickle %r; keeping it in memory: %s", key, exc, exc_info=exc)
 
     # -- lifetime --------------------------------------------------------------------------
 

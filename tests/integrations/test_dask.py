@@ -219,7 +219,7 @@ def test_evict_spills_the_least_recently_used_value(roomy: FbSpillBuffer) -> Non
     assert roomy["k0"] is values["k0"]  # still referenced here: the live object
     assert roomy.statistics().loads == 0
     del values["k0"]
-    assert np.array_equal(roomy["k0"], array(0))  # type: ignore[arg-type]
+    assert np.array_equal(roomy["k0"], array(0))
     assert roomy.statistics().loads == 1
 
 

@@ -43,7 +43,7 @@ def held(buffer: FbSpillBuffer) -> int:
 
 def gate_writes(buffer: FbSpillBuffer) -> threading.Event:
     """Make every write of ``buffer`` wait until the returned event is set."""
-    faulty = FaultyStrategy(buffer._store.strategy)
+    faulty: FaultyStrategy[Any] = FaultyStrategy(buffer._store.strategy)
     buffer._store.strategy = faulty
     gate = threading.Event()
     faulty.block("store", gate)

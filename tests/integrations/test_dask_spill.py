@@ -60,7 +60,7 @@ def fixture_rate_limits() -> None:
 
 def test_spills_with_dask_serialization_by_default(roomy: FbSpillBuffer) -> None:
     """The default codec is distributed's serialization (`DaskCodec`)."""
-    assert roomy._store.strategy.codec == DaskCodec()
+    assert roomy._store.strategy.codec == DaskCodec()  # type: ignore[attr-defined]
 
 
 def test_a_class_plain_pickle_refuses_is_spilled(tmp_path: Path) -> None:

@@ -71,12 +71,12 @@ def run_worker(
                     nthreads=1,
                     memory_limit="1000 MB",
                     data=data,
-                    plugins={FbSpillPlugin()},
+                    plugins=(FbSpillPlugin(),),
                     host="127.0.0.1",
                 ) as worker,
                 Client(scheduler.address, asynchronous=True) as client,
             ):
-                worker.monitor.get_process_memory = lambda: 0  # type: ignore[method-assign]
+                worker.monitor.get_process_memory = lambda: 0
                 await body(client, worker)
 
     asyncio.run(asyncio.wait_for(main(), 6 * TIMEOUT))
@@ -146,7 +146,7 @@ def test_worker_pauses_while_fb_is_still_spilling(tmp_path: Path) -> None:
         assert isinstance(data, FbSpillBuffer)
         futures = client.map(Fake, range(6), key=[f"x-{i}" for i in range(6)])
         await wait(futures)
-        faulty = FaultyStrategy(data._store.strategy)
+        faulty: FaultyStrategy[Any] = FaultyStrategy(data._store.strategy)
         faulty.slow("store", 0.05)
         data._store.strategy = faulty
         seen: list[tuple[int, Status]] = []
