@@ -47,8 +47,8 @@ class DaskCodec:
 
     def dump(self, value: Any, file: IO[bytes]) -> None:
         """Serialize ``value`` as distributed does and write its frames to ``file``."""
-        from distributed.protocol.serialize import serialize_bytelist
         from distributed.protocol.compression import get_compression_settings
+        from distributed.protocol.serialize import serialize_bytelist
 
         compression = self.compression
         if compression is None:
