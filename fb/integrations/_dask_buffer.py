@@ -18,7 +18,7 @@ from dask.typing import Key
 from distributed.metrics import context_meter
 from distributed.sizeof import safe_sizeof
 
-from .. import BackingStore, Fb, FBPool, PoolStatistics
+from .. import BackingStore, Fb, FBPool, PoolStatistics, _janitor
 from .._keywords import check_keywords
 from .._open import OBJECT_STORE_WORKERS
 from .._pool import _check_budget
@@ -36,6 +36,13 @@ __all__ = ["DEFAULT_PENDING_SHARE", "FbSpillBuffer"]
 # rate-limits "Spill to disk failed" (the memory monitor may call evict() ten times a
 # second while storage is failing).
 _log = logging.getLogger("distributed.spill")
+
+# fb's janitor thread (finalizers hand it their clean-up) lives as long as the process, a
+# daemon. Starting it when the integration is imported, rather than when the first buffer
+# opens, makes it older than any test or worker that the integration is used in:
+# distributed's thread-leak check (``distributed.utils_test.check_thread_leak``) only
+# reports threads started while the checked code ran.
+_janitor.start()
 
 DEFAULT_PENDING_SHARE = 4
 """By default a quarter of ``max_bytes`` may wait for write-back; the rest stays resident."""

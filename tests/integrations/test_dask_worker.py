@@ -8,6 +8,9 @@ process cluster runs a real workload in workers with a small memory limit.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -236,3 +239,35 @@ def test_process_cluster_spills_through_fb_without_restarts(tmp_path: Path) -> N
         assert set(view["spilled"]) == workers
         assert sum(view["spilled"].values()) >= CHUNKS * 20 * MB - 2 * CLUSTER_MAX_BYTES
     assert list(tmp_path.iterdir()) == []  # the plugin closed both buffers
+
+
+# -- threads -------------------------------------------------------------------------------
+
+LEAK_CHECK = """
+import tempfile
+from distributed.utils_test import check_thread_leak
+from fb.integrations.dask import FbSpillBuffer
+
+with tempfile.TemporaryDirectory() as tmp, check_thread_leak():
+    with FbSpillBuffer(url=tmp, max_bytes=1000) as buffer:
+        for i in range(5):
+            buffer[i] = bytes(600)
+        assert buffer.evict() > 0
+        assert buffer[0] == bytes(600)
+print("no leak")
+"""
+
+
+def test_a_buffer_passes_distributeds_thread_leak_check(tmp_path: Path) -> None:
+    """fb's janitor thread predates what the integration runs: no thread leak is reported."""
+    done = subprocess.run(
+        [sys.executable, "-c", LEAK_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=6 * TIMEOUT,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "no leak"
