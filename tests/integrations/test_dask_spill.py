@@ -197,3 +197,14 @@ def test_cumulative_metrics_count_background_writes(tmp_path: Path) -> None:
         assert all(unit in {"bytes", "count", "seconds"} for _, unit in metrics)
         buffer[0]  # read back from storage
         assert buffer.cumulative_metrics["disk-read", "count"] == 1
+
+
+def test_keys_equal_as_strings_stay_apart_on_storage(roomy: FbSpillBuffer) -> None:
+    """Dask keys 1 and "1" are two keys, in memory and once both are spilled."""
+    roomy[1] = [10]
+    roomy["1"] = [20]
+    assert roomy.evict() > 0
+    assert roomy.evict() > 0
+    assert not roomy.fast
+    assert set(roomy) == {1, "1"}
+    assert (roomy[1], roomy["1"]) == ([10], [20])
