@@ -129,7 +129,8 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         budget = _check_budget("max_bytes", max_bytes)
-        assert budget is not None  # a keyword-only int without default
+        if budget is None:
+            raise TypeError("max_bytes must be an int, not None: the buffer needs a bound")
         if max_pending_bytes is None:
             pending = budget // DEFAULT_PENDING_SHARE
         else:

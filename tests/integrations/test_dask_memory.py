@@ -71,6 +71,8 @@ def test_an_explicit_pending_bound_is_taken_from_max_bytes(tmp_path: Path) -> No
         assert (buffer.pool.max_bytes, buffer.max_pending_bytes) == (MAX_BYTES, 0)
     with pytest.raises(ValueError, match="max_pending_bytes"):
         FbSpillBuffer(url=tmp_path, max_bytes=MAX_BYTES, max_pending_bytes=MAX_BYTES + 1)
+    with pytest.raises(TypeError, match="max_bytes"):
+        FbSpillBuffer(url=tmp_path, max_bytes=None)  # type: ignore[arg-type]
 
 
 def test_stores_stay_within_max_bytes_while_storage_is_stuck(buffer: FbSpillBuffer) -> None:
