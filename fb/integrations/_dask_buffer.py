@@ -311,6 +311,7 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
                     continue
 
     def _read(self, key: Key, handle: Fb[Any], live: object, size: int) -> object:
+        """Return ``key``'s value: from the pool's memory, the live object, or storage."""
         guard = handle.try_load()
         if guard is not None:
             with guard as value:
@@ -335,6 +336,8 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
         return value
 
     def _wait_for_writes(self) -> None:
+        """Wait while more than ``max_pending_bytes`` wait for write-back (the pool's own
+        backpressure, which ``insert`` waits for too; counted in ``insert_waits``)."""
         pool = self._pool
         while True:
             with pool._lock:
@@ -352,8 +355,7 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
 
     def __setitem__(self, key: Key, value: object) -> None:
         size = safe_sizeof(value)
-        with self._metrics.capture():
-            handle = self._pool.insert(value)  # outside the lock: it may wait for backpressure
+        handle = self._pool.insert(value)  # outside the lock: it may wait for backpressure
         with self._lock:
             old = self._handles.get(key)
             self._handles[key] = handle
