@@ -336,8 +336,11 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
         return value
 
     def _wait_for_writes(self) -> None:
-        """Wait while more than ``max_pending_bytes`` wait for write-back (the pool's own
-        backpressure, which ``insert`` waits for too; counted in ``insert_waits``)."""
+        """Wait while more than ``max_pending_bytes`` wait for write-back.
+
+        The pool's own backpressure, which ``insert`` waits for too (counted in
+        ``insert_waits``).
+        """
         pool = self._pool
         while True:
             with pool._lock:
