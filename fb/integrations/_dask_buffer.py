@@ -344,6 +344,10 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
         pool = self._pool
         while True:
             with pool._lock:
+                if pool._failed:
+                    # Storage fails (a full disk): the retried writes may take long to
+                    # drain, and a worker whose reads hang cannot finish anything.
+                    return
                 waiter = pool._backpressure()
             if waiter is None:
                 return

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fb.integrations.dask import FbSpillBuffer
-from fb.testing.faults import FaultyStrategy
+from fb.testing.faults import ENOSPC, FaultyStrategy
 from tests.conftest import TIMEOUT
 
 ITEM = 100_000
@@ -191,3 +191,29 @@ def test_a_spilled_value_still_referenced_is_returned_without_a_load(
         buffer.finished()
         assert "x" in buffer.slow
         assert (buffer["x"] is x2) is cached  # the copy read back is cached in turn
+
+
+def test_reads_do_not_wait_for_writes_that_keep_failing(buffer: FbSpillBuffer) -> None:
+    """While storage fails (a full disk), a read of a spilled key goes ahead all the same."""
+    for i in range(10):
+        buffer[i] = np.full(ITEM // 8, i, dtype="f8")  # not referenced here: read back
+    buffer.finished()
+    assert 0 in buffer.slow
+    faulty: FaultyStrategy[Any] = FaultyStrategy(buffer._store.strategy)
+    buffer._store.strategy = faulty
+    faulty.fail("store", ENOSPC)
+    i = 10
+    while buffer.statistics().pending_bytes <= buffer.pool.max_pending_bytes:
+        assert i < 40, "the pending bound was never reached"
+        buffer[i] = array(i)
+        i += 1
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(buffer.__getitem__, 0)
+        try:
+            value = job.result(timeout=TIMEOUT)
+        finally:
+            faulty.heal()  # a read that waits for the writes ends once they succeed
+            buffer.pool.retry_writes()
+    assert np.array_equal(value, array(0))  # type: ignore[arg-type]
+    with pytest.raises((OSError, ExceptionGroup)):
+        buffer.finished()  # the failures from before the disk had room again
