@@ -346,7 +346,8 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
             with pool._lock:
                 if pool._failed:
                     # Storage fails (a full disk): the retried writes may take long to
-                    # drain, and a worker whose reads hang cannot finish anything.
+                    # drain, and a worker whose reads and stores hang cannot even pause.
+                    # Memory grows instead, which distributed's memory monitor watches.
                     return
                 waiter = pool._backpressure()
             if waiter is None:
@@ -362,7 +363,9 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
 
     def __setitem__(self, key: Key, value: object) -> None:
         size = safe_sizeof(value)
-        handle = self._pool.insert(value)  # outside the lock: it may wait for backpressure
+        # Outside the lock: it may wait for backpressure, by the rule reads follow too.
+        self._wait_for_writes()
+        handle = self._pool._insert(value)
         with self._lock:
             old = self._handles.get(key)
             self._handles[key] = handle

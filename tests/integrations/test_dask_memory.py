@@ -193,8 +193,10 @@ def test_a_spilled_value_still_referenced_is_returned_without_a_load(
         assert (buffer["x"] is x2) is cached  # the copy read back is cached in turn
 
 
-def test_reads_do_not_wait_for_writes_that_keep_failing(buffer: FbSpillBuffer) -> None:
-    """While storage fails (a full disk), a read of a spilled key goes ahead all the same."""
+def test_reads_and_stores_do_not_wait_for_writes_that_keep_failing(
+    buffer: FbSpillBuffer,
+) -> None:
+    """While storage fails (a full disk), reads and stores go ahead all the same."""
     for i in range(10):
         buffer[i] = np.full(ITEM // 8, i, dtype="f8")  # not referenced here: read back
     buffer.finished()
@@ -209,8 +211,10 @@ def test_reads_do_not_wait_for_writes_that_keep_failing(buffer: FbSpillBuffer) -
         i += 1
     with ThreadPoolExecutor(1) as pool:
         job = pool.submit(buffer.__getitem__, 0)
+        more = pool.submit(buffer.__setitem__, "more", array(99))
         try:
             value = job.result(timeout=TIMEOUT)
+            more.result(timeout=TIMEOUT)
         finally:
             faulty.heal()  # a read that waits for the writes ends once they succeed
             buffer.pool.retry_writes()
