@@ -59,9 +59,10 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
     ``max_bytes`` bounds everything the buffer holds: values resident in the pool (at most
     ``max_bytes - max_pending_bytes``) plus values waiting to be written (at most
     ``max_pending_bytes``; storing a new result and reading a spilled one both wait while
-    more wait). The documented slack on top is the value in flight of each thread that
-    stores or reads one (while being decoded, its blob as well), as with distributed's own
-    ``SpillBuffer``. A value larger than the pool's share of the budget is written
+    more wait, except while storage fails and writes are being retried: then values stay
+    in memory, as with ``SpillBuffer``, under distributed's memory monitor). The documented
+    slack on top is the value in flight of each thread that stores or reads one (while
+    being decoded, its blob as well). A value larger than the pool's share of the budget is written
     straight to storage, alone: the other values stay in memory.
 
     Reading a spilled key whose value user code still references (a weak reference is kept
