@@ -1,7 +1,7 @@
 """Codecs turn values into bytes and back; `PickleCodec` is the default.
 
-The codecs that need an optional library (msgpack, numpy, protobuf, zstandard, lz4) are
-imported on first use, so ``import fb.codecs`` imports none of those libraries:
+The codecs that need an optional library (msgpack, numpy, protobuf, zstandard, lz4,
+distributed) are imported on first use, so ``import fb.codecs`` imports none of those libraries:
 ``from fb.codecs import MsgpackCodec`` works, and raises an `ImportError` naming the extra
 to install when msgpack is missing. `get_codec` builds codecs from names and specs such as
 ``"zstd:msgpack"``.
