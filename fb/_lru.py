@@ -15,6 +15,10 @@ A segment's fullness is measured in items and in bytes at once: segment 0 holds 
 past capacity offers exactly one item, as in the crate; ``max_items=0`` offers every item the
 moment it is pushed (write-through-and-drop) and ``max_items=1`` keeps one.
 
+A key heavier than the whole byte budget could only fit by pushing every other key out, and
+would not fit even then: it goes straight to segment 2, offered alone, whether it is pushed,
+hit or grows (zict's ``Buffer`` sends such a value straight to its slow mapping too).
+
 Notes:
     Not thread-safe: the pool calls it under its lock. Every operation is O(1) amortised
     except cascades, which move as many items as the weights require.
@@ -109,6 +113,9 @@ class SegmentedLRU(Generic[K]):
 
     def push_front(self, key: K, weight: int) -> list[K]:
         """Insert ``key`` at the most recent end; return the keys pushed into segment 2."""
+        if weight > self._limits[WARM][1]:
+            self._add(key, COLD, weight)
+            return [key]
         self._add(key, HOT, weight)
         return self._cascade()
 
@@ -135,6 +142,11 @@ class SegmentedLRU(Generic[K]):
         weight = self._segs[seg].pop(key)
         self._counts[seg] -= 1
         self._bytes[seg] -= weight
+        if weight > self._limits[WARM][1]:
+            self._add(key, COLD, weight)
+            if seg != COLD:
+                self._pull_up()
+            return [key]
         self._add(key, HOT, weight)
         return self._cascade()
 
@@ -148,6 +160,13 @@ class SegmentedLRU(Generic[K]):
         self._bytes[seg] += weight - old
         if seg == COLD:
             return []
+        if weight > self._limits[WARM][1]:
+            self._segs[seg].pop(key)
+            self._counts[seg] -= 1
+            self._bytes[seg] -= weight
+            self._add(key, COLD, weight)
+            self._pull_up()
+            return [key]
         if weight > old:
             return self._cascade()
         self._pull_up()

@@ -188,13 +188,35 @@ def test_byte_budget_offers_by_weight() -> None:
     assert lru.weights() == (1, 100)
 
 
-def test_heavier_than_budget_is_offered_itself() -> None:
-    """A key heavier than the whole byte budget pushes out the older keys, then itself."""
+def test_heavier_than_budget_is_offered_alone() -> None:
+    """A key heavier than the whole byte budget goes past it alone; older keys stay."""
     lru: SegmentedLRU[str] = SegmentedLRU(max_bytes=10)
     assert lru.push_front("small", 5) == []
-    assert lru.push_front("huge", 11) == ["small", "huge"]
-    assert lru.order() == ["huge", "small"]
-    assert lru.weights() == (0, 0)
+    assert lru.push_front("huge", 11) == ["huge"]
+    assert lru.order() == ["small", "huge"]
+    assert lru.segment("small") == 0
+    assert lru.weights() == (1, 5)
+
+
+def test_hit_on_a_heavier_than_budget_key_offers_it_alone() -> None:
+    """A hit on an oversize key (pinned while cold) keeps it past the budget, alone."""
+    lru: SegmentedLRU[str] = SegmentedLRU(max_bytes=10)
+    lru.push_front("huge", 11)
+    lru.push_front("a", 4)
+    assert lru.touch("huge") == ["huge"]
+    assert lru.touch("a") == []
+    assert (lru.segment("a"), lru.segment("huge")) == (0, 2)
+
+
+def test_growing_past_the_whole_budget_offers_the_key_alone() -> None:
+    """A key whose weight grows past the whole budget leaves it alone; others move up."""
+    lru: SegmentedLRU[str] = SegmentedLRU(max_bytes=10)
+    lru.push_front("a", 4)
+    lru.push_front("b", 4)
+    assert lru.set_weight("b", 0) == []
+    assert lru.set_weight("a", 20) == ["a"]
+    assert (lru.segment("a"), lru.segment("b")) == (2, 0)
+    assert lru.weights() == (1, 0)
 
 
 def test_set_weight_growth_offers_and_shrink_pulls_up() -> None:
@@ -293,7 +315,10 @@ def test_weighted_invariants(
             offered = lru.touch(key)
             if before[key] != 0:
                 moved = {key}
-                assert lru.order()[0] == key
+                if max_bytes is not None and weights[key] > max_bytes:
+                    assert offered == [key]  # heavier than the whole budget: stays past it
+                else:
+                    assert lru.order()[0] == key
             else:
                 assert offered == []
         elif op == "remove" and present:

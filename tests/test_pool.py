@@ -297,6 +297,36 @@ def test_loaded_value_counts_against_byte_budget(
     assert (stats.resident_bytes, stats.bytes_loaded) == (60, 60)
 
 
+def test_value_larger_than_the_budget_does_not_evict_the_others(
+    store: BackingStore[Any], counting: CountingStore
+) -> None:
+    """A value that alone exceeds max_bytes is written and dropped; the others stay."""
+    pool: FBPool[bytes] = FBPool(store, max_bytes=100)
+    small = [pool.insert(bytes(10)) for _ in range(8)]
+    big = pool.insert(bytes(150))
+    store.finished()
+    assert counting.stored == [big.key]
+    assert all(handle.resident for handle in small)
+    assert not big.resident
+    assert pool.statistics().resident_bytes == 80
+
+
+def test_loading_a_value_larger_than_the_budget_does_not_evict_the_others(
+    store: BackingStore[Any], counting: CountingStore
+) -> None:
+    """Reading back an oversize value hands it over, then drops it; the others stay."""
+    pool: FBPool[bytes] = FBPool(store, max_bytes=100)
+    big = pool.insert(bytes(150))
+    store.finished()
+    small = [pool.insert(bytes(10)) for _ in range(8)]
+    assert value_of(big) == bytes(150)
+    store.finished()
+    assert counting.stored == [big.key]
+    assert all(handle.resident for handle in small)
+    assert not big.resident
+    assert pool.statistics().resident_bytes == 80
+
+
 # -- model-based -------------------------------------------------------------------------------
 
 

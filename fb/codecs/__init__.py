@@ -1,7 +1,7 @@
 """Codecs turn values into bytes and back; `PickleCodec` is the default.
 
-The codecs that need an optional library (msgpack, numpy, protobuf, zstandard, lz4) are
-imported on first use, so ``import fb.codecs`` imports none of those libraries:
+The codecs that need an optional library (msgpack, numpy, protobuf, zstandard, lz4,
+distributed) are imported on first use, so ``import fb.codecs`` imports none of those libraries:
 ``from fb.codecs import MsgpackCodec`` works, and raises an `ImportError` naming the extra
 to install when msgpack is missing. `get_codec` builds codecs from names and specs such as
 ``"zstd:msgpack"``.
@@ -22,12 +22,14 @@ from ._registry import register_codec as register_codec
 if TYPE_CHECKING:
     from ._compression import Lz4Codec as Lz4Codec
     from ._compression import ZstdCodec as ZstdCodec
+    from ._dask_codec import DaskCodec as DaskCodec
     from ._msgpack_codec import MsgpackCodec as MsgpackCodec
     from ._numpy_codec import NumpyCodec as NumpyCodec
     from ._protobuf_codec import ProtobufCodec as ProtobufCodec
 
 __all__ = [
     "CodecFactory",
+    "DaskCodec",
     "JsonCodec",
     "Lz4Codec",
     "MsgpackCodec",
@@ -42,6 +44,7 @@ __all__ = [
 
 # name -> (module, extra that installs its dependency)
 _LAZY = {
+    "DaskCodec": ("._dask_codec", "dask"),
     "Lz4Codec": ("._compression", "compression"),
     "MsgpackCodec": ("._msgpack_codec", "msgpack"),
     "NumpyCodec": ("._numpy_codec", "numpy"),

@@ -27,6 +27,9 @@ CodecFactory = Callable[..., Codec[Any]]
 name and with the argument string for ``"name:argument"``."""
 
 _BUILTINS = {
+    "dask": Builtin(
+        target="fb.codecs._dask_codec:DaskCodec", extra="dask", requires=("distributed",)
+    ),
     "json": Builtin(target="fb.codecs._json_codec:JsonCodec"),
     "lz4": Builtin(target="fb.codecs._compression:Lz4Codec", extra="compression"),
     "msgpack": Builtin(target="fb.codecs._msgpack_codec:MsgpackCodec", extra="msgpack"),

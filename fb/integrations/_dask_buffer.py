@@ -8,38 +8,65 @@ import shutil
 import tempfile
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping, MutableMapping, Set
 from typing import Any, cast
 from uuid import UUID
 
+import distributed.spill  # noqa: F401 - installs the rate limits of its logger, used here
 from dask.typing import Key
+from distributed.metrics import context_meter
 from distributed.sizeof import safe_sizeof
-from distributed.utils import RateLimiterFilter
 
-from .. import BackingStore, Fb, FBPool, PoolStatistics
+from .. import BackingStore, Fb, FBPool, PoolStatistics, _janitor
 from .._keywords import check_keywords
 from .._open import OBJECT_STORE_WORKERS
-from .._pool import DEFAULT_MAX_PENDING_BYTES
+from .._pool import _check_budget
 from .._store import DEFAULT_MAX_WORKERS
 from ..backends import FBStore, PreparedPath
 from ..exceptions import CodecError, HandleClosedError
 from ..typing import Codec
+from ._dask_metrics import SpillMetrics, metered_io
+from ._dask_spilling import Spilling
 from ._dask_views import KeyView, SpilledSize
 
-__all__ = ["FbSpillBuffer"]
+__all__ = ["DEFAULT_PENDING_SHARE", "FbSpillBuffer"]
 
-_log = logging.getLogger("fb.integrations.dask")
-# The worker's memory monitor may call evict() ten times a second while storage is failing.
-_log.addFilter(RateLimiterFilter(r"fb: spilling .* failed", rate="10s"))
+# distributed's own spill logger: what worker logs show and what Dask users watch. It
+# rate-limits "Spill to disk failed" (the memory monitor may call evict() ten times a
+# second while storage is failing).
+_log = logging.getLogger("distributed.spill")
+
+# fb's janitor thread (finalizers hand it their clean-up) lives as long as the process, a
+# daemon. Starting it when the integration is imported, rather than when the first buffer
+# opens, makes it older than any test or worker that the integration is used in:
+# distributed's thread-leak check (``distributed.utils_test.check_thread_leak``) only
+# reports threads started while the checked code ran.
+_janitor.start()
+
+DEFAULT_PENDING_SHARE = 4
+"""By default a quarter of ``max_bytes`` may wait for write-back; the rest stays resident."""
 
 
-class FbSpillBuffer(MutableMapping[Key, object]):
+class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
     """A Dask worker's ``data``: each task result is kept behind an `Fb` in an `FBPool`.
 
-    Results beyond ``max_bytes`` (measured with Dask's ``sizeof``) are written to storage
-    in the background and dropped from memory once written; reading a spilled key loads it
+    Results beyond the budget (measured with Dask's ``sizeof``) are written to storage in
+    the background and dropped from memory once written; reading a spilled key loads it
     back. The mapping also implements distributed's manual-eviction interface (``fast`` and
     `evict`), so the worker's memory monitor can spill more under memory pressure.
+
+    ``max_bytes`` bounds everything the buffer holds: values resident in the pool (at most
+    ``max_bytes - max_pending_bytes``) plus values waiting to be written (at most
+    ``max_pending_bytes``; storing a new result and reading a spilled one both wait while
+    more wait, except while storage fails and writes are being retried: then values stay
+    in memory, as with ``SpillBuffer``, under distributed's memory monitor). The documented
+    slack on top is the value in flight of each thread that stores or reads one (while
+    being decoded, its blob as well). A value larger than the pool's share of the budget is written
+    straight to storage, alone: the other values stay in memory.
+
+    Reading a spilled key whose value user code still references (a weak reference is kept
+    for every value that supports one) returns that same object, without I/O.
 
     Pass it to a worker as ``data=(FbSpillBuffer, {"max_bytes": ..., "url": ...})``:
     distributed then calls it once per worker with ``worker_local_directory``. Each
@@ -54,10 +81,12 @@ class FbSpillBuffer(MutableMapping[Key, object]):
         url: where spilled results go: a local directory or any fsspec URL
             (``s3://bucket/prefix``). None: the worker's directory (or the system's
             temporary directory outside a worker).
-        codec: a codec or codec name (default ``"pickle"``).
+        codec: a codec or codec name (default ``"dask"``: distributed's own serialization,
+            see `fb.codecs.DaskCodec`).
         max_workers: fb's background threads (default 4 on local disk, 16 on object stores).
-        max_pending_bytes: bytes that may wait for write-back before a store of a new
-            result blocks (fb's default when None).
+        max_pending_bytes: the part of ``max_bytes`` that values waiting for write-back may
+            take (default a quarter); storing a result or reading a spilled one waits while
+            more is pending.
         secret_key: sign blobs with HMAC-SHA256 (see `fb.backends.FBStore`).
         storage_options: passed to fsspec, in one mapping (e.g.
             ``{"client_kwargs": {"endpoint_url": …}}``), as `fb.open_pool` takes them.
@@ -69,7 +98,14 @@ class FbSpillBuffer(MutableMapping[Key, object]):
     A value that cannot be encoded (a pickle error) stays in memory outside the pool, is
     logged once, and stays readable, as distributed's ``SpillBuffer`` does with an older
     key that fails to pickle; unlike it, a value larger than the budget that fails to
-    pickle is kept too, instead of failing its task.
+    pickle is kept too, instead of failing its task. Failures are logged to distributed's
+    ``distributed.spill`` logger ("Failed to pickle …", "Spill to disk failed …").
+
+    Spilling shows in Dask's metrics under distributed's labels: reads of spilled keys
+    (``disk-read``) and manual evictions (``disk-write``, under ``memory-monitor``) are
+    reported to the context meter of the thread that does them, and `cumulative_metrics`
+    (the worker's Prometheus ``spill_*`` counters) counts every write, including fb's
+    background write-backs.
 
     Notes:
         Thread-safe: the worker's event loop, its task threads and fb's threads may use it
@@ -77,7 +113,7 @@ class FbSpillBuffer(MutableMapping[Key, object]):
         `__getitem__` of a spilled key and `evict` block on storage I/O; `__setitem__`
         blocks only for fb's backpressure; ``del``, ``in``, ``len`` and iteration never do
         I/O. Values returned by `__getitem__` are plain references: the pool may evict the
-        item while Dask still holds the value.
+        item while Dask still holds the value (a later read then returns the same object).
     """
 
     @check_keywords
@@ -87,12 +123,24 @@ class FbSpillBuffer(MutableMapping[Key, object]):
         *,
         max_bytes: int,
         url: str | os.PathLike[str] | None = None,
-        codec: str | Codec[Any] = "pickle",
+        codec: str | Codec[Any] = "dask",
         max_workers: int | None = None,
         max_pending_bytes: int | None = None,
         secret_key: bytes | str | None = None,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        budget = _check_budget("max_bytes", max_bytes)
+        if budget is None:
+            raise TypeError("max_bytes must be an int, not None: the buffer needs a bound")
+        if max_pending_bytes is None:
+            pending = budget // DEFAULT_PENDING_SHARE
+        else:
+            pending = _check_budget("max_pending_bytes", max_pending_bytes) or 0
+            if pending > budget:
+                raise ValueError(
+                    f"max_pending_bytes ({pending}) must not exceed max_bytes ({budget}): "
+                    "values waiting for write-back count against max_bytes"
+                )
         target = (worker_local_directory or tempfile.gettempdir()) if url is None else url
         base = PreparedPath(target, storage_options=storage_options)
         if base.is_object_store:
@@ -114,11 +162,9 @@ class FbSpillBuffer(MutableMapping[Key, object]):
             )
             self._pool: FBPool[Any] = FBPool(
                 self._store,
-                max_bytes=max_bytes,
+                max_bytes=budget - pending,
                 sizeof=safe_sizeof,
-                max_pending_bytes=(
-                    DEFAULT_MAX_PENDING_BYTES if max_pending_bytes is None else max_pending_bytes
-                ),
+                max_pending_bytes=pending,
                 on_error=self._on_write_error,
             )
         except BaseException:
@@ -130,7 +176,12 @@ class FbSpillBuffer(MutableMapping[Key, object]):
         self._owners: dict[UUID, Key] = {}  # blob key -> Dask key, for write errors
         self._sizes: dict[Key, int] = {}
         self._unspillable: dict[Key, object] = {}  # values that failed to encode
-        self._failed_early: set[UUID] = set()  # encode errors seen before the key was mapped
+        # Encode errors seen before __setitem__ mapped the key, by blob key.
+        self._failed_early: dict[UUID, BaseException] = {}
+        # Values Dask may still hold after they left memory: read back, not loaded twice.
+        self._live: weakref.WeakValueDictionary[Key, Any] = weakref.WeakValueDictionary()
+        self._metrics = SpillMetrics()
+        self._max_bytes = budget
         self._evict_lock = threading.Lock()
         self._manual_evictions = 0
         self._closed = False
@@ -141,7 +192,7 @@ class FbSpillBuffer(MutableMapping[Key, object]):
         state = "closed" if self._closed else "open"
         return (
             f"<FbSpillBuffer {self._root.url} keys={keys} unspillable={unspillable} "
-            f"max_bytes={self._pool.max_bytes} {state}>"
+            f"max_bytes={self._max_bytes} {state}>"
         )
 
     # -- inspection ------------------------------------------------------------------------
@@ -150,6 +201,28 @@ class FbSpillBuffer(MutableMapping[Key, object]):
     def pool(self) -> FBPool[Any]:
         """The pool that holds the results."""
         return self._pool
+
+    @property
+    def max_bytes(self) -> int:
+        """The bound on what the buffer holds: resident values plus pending writes."""
+        return self._max_bytes
+
+    @property
+    def max_pending_bytes(self) -> int:
+        """The part of `max_bytes` that values waiting for write-back may take."""
+        return self._pool.max_pending_bytes
+
+    @property
+    def cumulative_metrics(self) -> dict[tuple[str, str], float]:
+        """Spill totals by ``(label, unit)``, as distributed's ``SpillBuffer`` keeps them.
+
+        What the worker's Prometheus endpoint publishes as ``spill_bytes``,
+        ``spill_count`` and ``spill_time`` by activity: ``disk-write`` (every write,
+        background write-backs included, whose seconds include encoding), ``disk-read``,
+        ``memory-read`` (reads of resident values), and what Dask's serialization reported
+        in the buffer's own calls (``serialize``, ``deserialize``, ``compress``…).
+        """
+        return self._metrics.totals(self._pool.statistics())
 
     @property
     def location(self) -> PreparedPath:
@@ -222,23 +295,78 @@ class FbSpillBuffer(MutableMapping[Key, object]):
             return key in self._handles or key in self._unspillable
 
     def __getitem__(self, key: Key) -> object:
+        with self._metrics.capture():
+            while True:
+                with self._lock:
+                    handle = self._handles.get(key)
+                    if handle is None:
+                        if key in self._unspillable:
+                            return self._unspillable[key]
+                        raise KeyError(key)
+                    live = self._live.get(key)
+                    size = self._sizes.get(key, 0)
+                try:
+                    return self._read(key, handle, live, size)
+                except HandleClosedError:
+                    # Replaced, deleted or moved out (evict, a pickle error) meanwhile.
+                    continue
+
+    def _read(self, key: Key, handle: Fb[Any], live: object, size: int) -> object:
+        """Return ``key``'s value: from the pool's memory, the live object, or storage."""
+        guard = handle.try_load()
+        if guard is not None:
+            with guard as value:
+                context_meter.digest_metric("memory-read", 1, "count")
+                context_meter.digest_metric("memory-read", size, "bytes")
+                return value
+        if live is not None:
+            return live  # spilled, but still referenced elsewhere: no second copy
+        if not handle.resident:
+            # A read makes room by pushing others out: it waits while too many are pending
+            # (as inserts do), so what waits for write-back stays within its share.
+            self._wait_for_writes()
+        with metered_io("disk-read") as moved:
+            spilled = not handle.resident
+            with handle.load() as value:
+                pass
+            if spilled:
+                moved.append(handle.stored_nbytes or size)
+        with self._lock:
+            if self._handles.get(key) is handle:
+                self._remember(key, value)
+        return value
+
+    def _wait_for_writes(self) -> None:
+        """Wait while more than ``max_pending_bytes`` wait for write-back.
+
+        The pool's own backpressure, which ``insert`` waits for too (counted in
+        ``insert_waits``).
+        """
+        pool = self._pool
         while True:
-            with self._lock:
-                handle = self._handles.get(key)
-                if handle is None:
-                    if key in self._unspillable:
-                        return self._unspillable[key]
-                    raise KeyError(key)
-            try:
-                with handle.load() as value:
-                    return value
-            except HandleClosedError:
-                # Replaced, deleted or moved out (evict, a pickle error) meanwhile: look again.
-                continue
+            with pool._lock:
+                if pool._failed:
+                    # Storage fails (a full disk): the retried writes may take long to
+                    # drain, and a worker whose reads and stores hang cannot even pause.
+                    # Memory grows instead, which distributed's memory monitor watches.
+                    return
+                waiter = pool._backpressure()
+            if waiter is None:
+                return
+            waiter.result()
+
+    def _remember(self, key: Key, value: object) -> None:
+        """Under the lock: keep a weak reference to ``value``, if it takes one."""
+        try:
+            self._live[key] = value
+        except TypeError:
+            self._live.pop(key, None)
 
     def __setitem__(self, key: Key, value: object) -> None:
         size = safe_sizeof(value)
-        handle = self._pool.insert(value)  # outside the lock: it may wait for backpressure
+        # Outside the lock: it may wait for backpressure, by the rule reads follow too.
+        self._wait_for_writes()
+        handle = self._pool._insert(value)
         with self._lock:
             old = self._handles.get(key)
             self._handles[key] = handle
@@ -247,12 +375,12 @@ class FbSpillBuffer(MutableMapping[Key, object]):
                 self._owners.pop(old.key, None)
             self._sizes[key] = size
             self._unspillable.pop(key, None)
-            failed = handle.key in self._failed_early
-            self._failed_early.discard(handle.key)
+            self._remember(key, value)
+            failed = self._failed_early.pop(handle.key, None)
         if old is not None:
             old.close()
-        if failed:
-            self._move_out(key, handle, None, logged=True)
+        if failed is not None:
+            self._move_out(key, handle, failed)
 
     def __delitem__(self, key: Key) -> None:
         with self._lock:
@@ -262,96 +390,9 @@ class FbSpillBuffer(MutableMapping[Key, object]):
             else:
                 self._owners.pop(handle.key, None)
             self._sizes.pop(key, None)
+            self._live.pop(key, None)
         if handle is not None:
             handle.close()  # no I/O: the blob, if any, is deleted in the background
-
-    # -- spilling --------------------------------------------------------------------------
-
-    def evict(self) -> int:
-        """Spill the least recently used value in memory; return its ``sizeof``, or -1.
-
-        Distributed's manual-eviction interface: the worker's memory monitor calls this
-        while the process uses more memory than its spill threshold. The value is written
-        (unless a blob exists already) and dropped from the pool's memory. A value that
-        cannot be encoded is moved out of the pool (kept in memory, logged once) and -1 is
-        returned, as is done when storage fails (logged, the value stays). Never raises.
-        """
-        with self._evict_lock:
-            if self._closed:
-                return -1
-            try:
-                for key, handle in self._least_recent_resident():
-                    freed = self._evict_one(key, handle)
-                    if freed is not None:
-                        return freed
-            except Exception:
-                _log.exception("fb: spilling from %r failed; keeping data in memory", self)
-        return -1
-
-    def _least_recent_resident(self) -> Iterator[tuple[Key, Fb[Any]]]:
-        for blob_key in reversed(self._pool.order()):
-            with self._lock:
-                key = self._owners.get(blob_key)
-                handle = None if key is None else self._handles.get(key)
-            if key is not None and handle is not None and handle.resident:
-                yield key, handle
-
-    def _evict_one(self, key: Key, handle: Fb[Any]) -> int | None:
-        """Spill one value; None when it cannot leave now (try the next one)."""
-        try:
-            freed = handle.evict()
-        except HandleClosedError:
-            return None
-        except CodecError as exc:
-            self._move_out(key, handle, exc, logged=False)
-            return -1
-        except OSError:
-            _log.exception("fb: spilling %r from %s failed; keeping data in memory", key, self)
-            return -1
-        if not freed:
-            return None  # pinned, or being loaded or written by someone else
-        self._manual_evictions += 1
-        return freed
-
-    def _on_write_error(self, exc: BaseException) -> None:
-        """The pool's ``on_error``: a background write-back failed (fb logged it already)."""
-        if not isinstance(exc, CodecError) or exc.key is None:
-            return  # storage errors: fb keeps the value in memory and retries the write
-        with self._lock:
-            key = self._owners.get(exc.key)
-            handle = None if key is None else self._handles.get(key)
-            if key is None or handle is None:
-                # __setitem__ has not mapped the handle yet (or it was deleted since).
-                self._failed_early.add(exc.key)
-                return
-        self._move_out(key, handle, exc, logged=True)
-
-    def _move_out(
-        self, key: Key, handle: Fb[Any], exc: BaseException | None, *, logged: bool
-    ) -> None:
-        """Keep the value of a handle that cannot be encoded in memory, outside the pool."""
-        guard = handle.try_load()
-        if guard is None:
-            return  # a retried write is in flight: its failure comes back here
-        try:
-            with self._lock:
-                if self._handles.get(key) is not handle:
-                    return
-                del self._handles[key]
-                self._owners.pop(handle.key, None)
-                self._unspillable[key] = guard.value
-            # Closed while still pinned: releasing the guard then finalizes the item instead
-            # of offering it for eviction again (which would retry the doomed write).
-            handle.close()
-        finally:
-            guard.release()
-        # Once per value: it is out of the pool, so fb never tries to write it again.
-        _log.error(
-            "fb: failed to pickle %r; keeping it in memory: %s",
-            key,
-            exc,
-            exc_info=None if logged else exc,  # fb logged background errors with their trace
-        )
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -390,6 +431,7 @@ class FbSpillBuffer(MutableMapping[Key, object]):
             self._sizes.clear()
             self._unspillable.clear()
             self._failed_early.clear()
+            self._live.clear()
         # An evict() in progress finishes first: it must not find the store closed mid-way.
         with self._evict_lock:
             for handle in handles:

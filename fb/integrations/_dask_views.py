@@ -18,7 +18,8 @@ class SpilledSize(NamedTuple):
 
     Attributes:
         memory: the ``sizeof`` total of the values that are on storage only.
-        disk: the same estimate (fb does not report each blob's encoded size).
+        disk: the size of their blobs on storage, as written (header and checksum
+            included); a value whose blob this pool did not write counts its ``sizeof``.
     """
 
     memory: int
