@@ -59,6 +59,9 @@ from s3 import make_bucket, options
 TARGET_FRACTION = 0.6  # distributed.worker.memory.target's default
 
 
+S3_HEADROOM_MB = 0
+"""End-to-end: how much less ``max_bytes`` is on S3 than on local disk (see docs/dask.md)."""
+
 def worker_counts(dask_worker: Any) -> dict[str, float]:
     """Bytes and counts a worker's data mapping wrote and read (run through Client.run)."""
     data = dask_worker.data
@@ -181,17 +184,19 @@ def end_to_end_run(label: str, data: Any, args: argparse.Namespace) -> dict[str,
 def end_to_end(args: argparse.Namespace) -> None:
     """SpillBuffer, fb local and fb S3 on the end-to-end workload, ``--runs`` times each."""
     max_bytes = int(0.6 * args.limit_mb * MB) - 100 * MB
-    s3_max_bytes = max_bytes - 2 * 20 * MB
+    s3_max_bytes = max_bytes - args.s3_headroom_mb * MB
     print(
         f"{args.chunks} x 20 MB results on 2 workers x 1 thread, memory limit "
         f"{args.limit_mb} MB; fb max_bytes {max_bytes / MB:.0f} MB (S3: "
         f"{s3_max_bytes / MB:.0f} MB); {args.runs} runs each",
         flush=True,
     )
-    rows = [end_to_end_run("dask SpillBuffer", None, args) for _ in range(args.runs)]
-    with tempfile.TemporaryDirectory(prefix="fb-dask-bench-") as tmp:
-        local = (FbSpillBuffer, {"url": tmp, "max_bytes": max_bytes})
-        rows += [end_to_end_run("fb local", local, args) for _ in range(args.runs)]
+    rows = []
+    if not args.only_s3:
+        rows += [end_to_end_run("dask SpillBuffer", None, args) for _ in range(args.runs)]
+        with tempfile.TemporaryDirectory(prefix="fb-dask-bench-") as tmp:
+            local = (FbSpillBuffer, {"url": tmp, "max_bytes": max_bytes})
+            rows += [end_to_end_run("fb local", local, args) for _ in range(args.runs)]
     if not args.skip_s3:
         with moto_process() as endpoint:
             bucket = make_bucket(endpoint)
@@ -234,6 +239,13 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=80, help="end-to-end 20 MB results (80)")
     parser.add_argument("--limit-mb", type=int, default=300, help="end-to-end memory limit")
     parser.add_argument("--timeout", type=float, default=300, help="end-to-end run timeout")
+    parser.add_argument(
+        "--s3-headroom-mb",
+        type=int,
+        default=S3_HEADROOM_MB,
+        help=f"end-to-end: S3 max_bytes is the local one less this ({S3_HEADROOM_MB})",
+    )
+    parser.add_argument("--only-s3", action="store_true", help="end-to-end: the S3 runs only")
     args = parser.parse_args()
     if args.end_to_end:
         end_to_end(args)

@@ -61,20 +61,32 @@ def _source_path(location: PreparedPath, key: UUID) -> str:
 _POOLS: weakref.WeakSet[PoolCore[Any]] = weakref.WeakSet()
 
 
+_FORKING: list[PoolCore[Any]] = []
+"""The pools whose locks `_before_fork` took, held strongly until the after-fork step.
+
+A pool that is garbage can be collected between the two steps (the child's other fork
+handlers allocate): taken from the weak set again, it would keep its lock held, and the
+janitor closing its handles would wait on it forever.
+"""
+
+
 def _before_fork() -> None:
     # Hold every pool's lock across fork() so no child inherits a pool mid-transition.
-    for pool in list(_POOLS):
+    _FORKING[:] = list(_POOLS)
+    for pool in _FORKING:
         pool._lock.acquire()
 
 
 def _after_fork_in_parent() -> None:
-    for pool in list(_POOLS):
+    pools, _FORKING[:] = list(_FORKING), []
+    for pool in pools:
         with contextlib.suppress(RuntimeError):
             pool._lock.release()
 
 
 def _after_fork_in_child() -> None:
-    for pool in list(_POOLS):
+    pools, _FORKING[:] = list(_FORKING), []
+    for pool in pools:
         pool._after_fork()
 
 

@@ -37,20 +37,28 @@ _STRIPES = 64
 _STORES: weakref.WeakSet[BackingStore[Any]] = weakref.WeakSet()
 
 
+_FORKING: list[BackingStore[Any]] = []
+"""The stores whose locks `_before_fork` took, held strongly until the after-fork step (a
+store collected in between would keep its lock held: see ``_core._FORKING``)."""
+
+
 def _before_fork() -> None:
     # Hold every store's lock across fork() so no child inherits one mid-update.
-    for store in list(_STORES):
+    _FORKING[:] = list(_STORES)
+    for store in _FORKING:
         store._lock.acquire()
 
 
 def _after_fork_in_parent() -> None:
-    for store in list(_STORES):
+    stores, _FORKING[:] = list(_FORKING), []
+    for store in stores:
         with contextlib.suppress(RuntimeError):
             store._lock.release()
 
 
 def _after_fork_in_child() -> None:
-    for store in list(_STORES):
+    stores, _FORKING[:] = list(_FORKING), []
+    for store in stores:
         store._lock = threading.Lock()
         store._idle = threading.Condition(store._lock)
         store._tasks = 0  # the parent's tasks do not run in the child

@@ -152,3 +152,26 @@ def test_a_child_writes_its_own_blobs_under_its_own_keys(tmp_path: Path) -> None
     assert a.key == parent_key
     pool.close()
     store.close()
+
+
+def test_a_pool_dropped_during_a_fork_has_its_lock_released(tmp_path: Path) -> None:
+    """A pool (and store) that becomes garbage between the fork steps does not keep its lock.
+
+    Otherwise the janitor, closing that pool's handles, waits on the lock forever and every
+    later ``finished()`` hangs (seen in a forked child whose other fork handlers ran a GC).
+    """
+    import gc
+
+    from fb import _core, _workers
+
+    store: BackingStore[Any] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    pool: FBPool[Any] = FBPool(store, max_items=1)
+    pool_lock, store_lock = pool._lock, store._lock
+    _core._before_fork()
+    _workers._before_fork()
+    del pool, store
+    gc.collect()
+    _workers._after_fork_in_parent()
+    _core._after_fork_in_parent()
+    assert not pool_lock.locked()
+    assert not store_lock.locked()

@@ -62,6 +62,10 @@ T = TypeVar("T")
 _log = logging.getLogger("fb")
 
 LOCK_NAME = ".fb-lock"
+UPLOAD_PART = 8 << 20
+"""What an object-store upload buffers before it sends it: a blob up to this size is one PUT, a
+larger one a multipart upload in parts of this size (visible only once complete either way).
+Writing a blob then needs about two parts of memory beside the value, whatever its size."""
 SMALL_BLOB = 1 << 20
 """Blobs up to this size are read whole and checked before decoding; larger ones stream."""
 _SHARD_SET = frozenset(SHARDS)
@@ -86,6 +90,34 @@ def _move(fs: AbstractFileSystem, source: str, target: str) -> None:
         fs.rm_file(source)
     else:
         fs.mv(source, target)
+
+
+class _Parts:
+    """Hands a file of fsspec at most ``part`` bytes per ``write``.
+
+    An fsspec file buffers what it is given and sends a part once the buffer holds a block;
+    one ``write`` of a whole 64 MiB payload (pickle writes a large buffer in one call) would
+    sit in its buffer whole, and be copied once more to be sent. Slices of a memoryview
+    cost no copy.
+    """
+
+    __slots__ = ("_file", "_part")
+
+    def __init__(self, file: IO[bytes], part: int) -> None:
+        self._file = file
+        self._part = part
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        size = view.nbytes
+        if size <= self._part:
+            return self._file.write(data)
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        view = view.cast("B")
+        for start in range(0, size, self._part):
+            self._file.write(view[start : start + self._part])
+        return size
 
 
 def _with_path(exc: OSError, path: str) -> OSError:
@@ -389,10 +421,11 @@ class FBStore(BlobReader[T]):
         if self.path.is_object_store:
             # One PUT at close (or a multipart upload completed at close): the object is
             # visible only complete. On failure the upload is discarded, never committed.
+            part = int(self.path._options.get("default_block_size") or UPLOAD_PART)
             with remote_errors(url):
-                file = fs.open(final, "wb")
+                file = fs.open(final, "wb", block_size=part)
             try:
-                size = self._encode(key, value, file, final)
+                size = self._encode(key, value, cast("IO[bytes]", _Parts(file, part)), final)
                 with remote_errors(url):
                     file.close()
             except BaseException as exc:
