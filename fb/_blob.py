@@ -161,7 +161,7 @@ def write_header(file: IO[bytes], codec: str) -> int:
     return len(header)
 
 
-def new_mac(secret: bytes, header: bytes) -> hmac.HMAC:
+def new_mac(secret: bytes, header: bytes | memoryview) -> hmac.HMAC:
     """Start the HMAC of a signed blob: it covers the header, the payload and its length."""
     mac = hmac.new(secret, digestmod=hashlib.sha256)
     mac.update(header)
@@ -207,7 +207,7 @@ def encode_trailer(flags: int, length: int, digest: int) -> bytes:
     return trailer_struct(flags).pack(length, digest, TRAILER_MAGIC)
 
 
-def decode_trailer(flags: int, data: bytes) -> tuple[int, int]:
+def decode_trailer(flags: int, data: bytes | memoryview) -> tuple[int, int]:
     """Return (payload length, checksum) from the trailer of a blob with header ``flags``.
 
     Raises:

@@ -61,7 +61,7 @@ def test_a_signed_blob_changed_after_its_signature_check_loads_as_signed(
     path = Path(signed.blob_path(key))
     tampered = _tampered(path.read_bytes())
     real_compare = hmac.compare_digest
-    swaps = []
+    swaps: list[Path] = []
 
     def compare_then_swap(a: Any, b: Any) -> bool:
         # The moment an attacker who can write the file would choose: right after the check.
