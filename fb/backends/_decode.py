@@ -247,9 +247,15 @@ class _ViewReader(io.RawIOBase):
 def _read_into(file: IO[bytes], buffer: bytearray, size: int) -> int:
     """Read up to ``size`` bytes of ``file`` into ``buffer``; fewer only at the file's end."""
     view = memoryview(buffer)
+    readinto = getattr(file, "readinto", None)
     got = 0
     while got < size:
-        piece = file.readinto(view[got:size])  # type: ignore[attr-defined]
+        if readinto is not None:
+            piece = readinto(view[got:size]) or 0
+        else:  # any seekable file with `read` will do, as on the streamed path
+            data = file.read(min(size - got, 1 << 20))
+            piece = len(data)
+            view[got : got + piece] = data
         if not piece:
             break
         got += piece

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import io
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from uuid import uuid4
 
 import pytest
@@ -13,6 +14,7 @@ import xxhash
 from fb._blob import MAC_SIZE, TRAILER
 from fb.backends import FBStore
 from fb.backends._fbstore import SMALL_BLOB
+from fb.blobformat import BlobFormat
 from fb.codecs import PickleCodec
 from fb.exceptions import CorruptBlobError
 
@@ -136,3 +138,25 @@ def test_a_signed_blob_decodes_through_a_file_for_a_codec_without_loads(
     assert store.load(key) == value
     assert store.load(key) == value  # a second time, from a reused buffer
     store.close()
+
+
+class _ReadOnlyFile:
+    """A seekable file object with ``read`` and ``seek`` but no ``readinto``."""
+
+    def __init__(self, data: bytes) -> None:
+        self._file = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+
+def test_a_large_signed_blob_reads_from_a_file_without_readinto() -> None:
+    """`BlobFormat.read` takes any seekable file with ``read`` for a large signed blob."""
+    blobs: BlobFormat[Any] = BlobFormat(PickleCodec(), secret_key=SECRET)
+    key = uuid4()
+    value = b"v" * (2 * SMALL_BLOB)
+    data = blobs.encode(key, value)
+    assert blobs.read(key, cast("IO[bytes]", _ReadOnlyFile(data)), len(data)) == value
