@@ -62,6 +62,7 @@ TARGET_FRACTION = 0.6  # distributed.worker.memory.target's default
 S3_HEADROOM_MB = 0
 """End-to-end: how much less ``max_bytes`` is on S3 than on local disk (see docs/dask.md)."""
 
+
 def worker_counts(dask_worker: Any) -> dict[str, float]:
     """Bytes and counts a worker's data mapping wrote and read (run through Client.run)."""
     data = dask_worker.data

@@ -42,6 +42,7 @@ __all__ = [
     "ChecksumWriter",
     "Crc32",
     "SinkError",
+    "check_secret",
     "checksum",
     "checksum_name",
     "decode_trailer",
@@ -346,3 +347,22 @@ class ChecksumReader(io.RawIOBase):
                 break
             left += len(data)
         return left
+
+
+def check_secret(secret: bytes | str | None) -> bytes | None:
+    """Return ``secret`` as bytes, checked: a str is UTF-8 encoded; at least 16 bytes.
+
+    Raises:
+        TypeError: not bytes or str.
+        ValueError: shorter than 16 bytes.
+    """
+    if secret is None:
+        return None
+    if isinstance(secret, str):
+        secret = secret.encode()
+    if not isinstance(secret, bytes | bytearray | memoryview):
+        raise TypeError(f"secret_key must be bytes or str, not {type(secret).__name__}")
+    secret = bytes(secret)
+    if len(secret) < 16:
+        raise ValueError("secret_key must be at least 16 bytes (32 random bytes are best)")
+    return secret

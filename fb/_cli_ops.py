@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 import attrs
 import click
 
+from ._blob import check_secret
 from ._inspect import BlobInfo, StoredFile
 from ._shelf_layout import shelf_blobs
 from .backends import PreparedPath
-from .backends._fbstore import _check_secret
 from .exceptions import FbError
 
 __all__ = [
@@ -173,7 +173,7 @@ def _secret(variable: str | None) -> bytes | None:
     if value is None:
         raise click.BadParameter(f"${variable} is not set", param_hint="--secret-key-env")
     try:
-        return _check_secret(value)
+        return check_secret(value)
     except ValueError as exc:
         raise click.BadParameter(f"${variable}: {exc}", param_hint="--secret-key-env") from None
 

@@ -36,6 +36,7 @@ from ._blob import (
     BlobHeader,
     ChecksumWriter,
     SinkError,
+    check_secret,
     encode_header,
     encode_trailer,
     finish_mac,
@@ -63,19 +64,6 @@ T = TypeVar("T")
 
 SMALL_BLOB = 1 << 20
 """`BlobFormat.read` reads blobs up to this size whole and checks them before decoding."""
-
-
-def _secret(secret: bytes | str | None) -> bytes | None:
-    if secret is None:
-        return None
-    if isinstance(secret, str):
-        secret = secret.encode()
-    if not isinstance(secret, bytes | bytearray | memoryview):
-        raise TypeError(f"secret_key must be bytes or str, not {type(secret).__name__}")
-    secret = bytes(secret)
-    if len(secret) < 16:
-        raise ValueError("secret_key must be at least 16 bytes (32 random bytes are best)")
-    return secret
 
 
 def blob_not_found(key: UUID, where: str) -> BlobNotFoundError:
@@ -130,7 +118,7 @@ class BlobFormat(BlobReader[T]):
 
     def __init__(self, codec: Codec[T], *, secret_key: bytes | str | None = None) -> None:
         self.codec: Codec[T] = codec
-        self._secret = _secret(secret_key)
+        self._secret = check_secret(secret_key)
         self._header = encode_header(codec.name, signed=self._secret is not None)
 
     def __repr__(self) -> str:

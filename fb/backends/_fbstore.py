@@ -22,6 +22,7 @@ from fsspec.spec import AbstractFileSystem
 from .._blob import (
     ChecksumWriter,
     SinkError,
+    check_secret,
     encode_header,
     encode_trailer,
     finish_mac,
@@ -129,19 +130,6 @@ def _with_path(exc: OSError, path: str) -> OSError:
     return new
 
 
-def _check_secret(secret: bytes | str | None) -> bytes | None:
-    if secret is None:
-        return None
-    if isinstance(secret, str):
-        secret = secret.encode()
-    if not isinstance(secret, bytes | bytearray | memoryview):
-        raise TypeError(f"secret_key must be bytes or str, not {type(secret).__name__}")
-    secret = bytes(secret)
-    if len(secret) < 16:
-        raise ValueError("secret_key must be at least 16 bytes (32 random bytes are best)")
-    return secret
-
-
 class FBStore(BlobReader[T]):
     """A `Strategy` that keeps each blob as one file, ``root/xx/<32 hex>``, on a filesystem.
 
@@ -182,7 +170,7 @@ class FBStore(BlobReader[T]):
         sweep: bool | None = None,
         secret_key: bytes | str | None = None,
     ) -> None:
-        self._secret = _check_secret(secret_key)
+        self._secret = check_secret(secret_key)
         self.codec: Codec[T] = get_codec(codec)
         # The exact header this store writes: a blob that starts with it takes the fast path.
         self._header = encode_header(self.codec.name, signed=self._secret is not None)
