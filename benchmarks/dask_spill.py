@@ -27,8 +27,8 @@ The end-to-end run asks whether a worker stays alive: 2 worker processes x 1 thr
 small memory limit and distributed's memory thresholds all on (spill 70 %, pause 80 %,
 restart 95 %), ``--chunks`` results of 20 MB persisted and summed (1.6 GB by default).
 ``dask`` is distributed's default SpillBuffer; fb runs at the setting docs/dask.md gives
-(``max_bytes`` = 60 % of the limit less 100 MB; on S3 less twice the largest result as
-well, 40 MB, for the copies each upload in flight holds). Each configuration runs ``--runs`` times
+(``max_bytes`` = 60 % of the limit less 100 MB; on S3 less ``--s3-headroom-mb`` as well,
+24 MB, for the upload parts in flight). Each configuration runs ``--runs`` times
 on a fresh cluster; the table shows per run the wall time, the workers restarted (as the
 scheduler saw them: workers removed), the workers that paused, the highest peak RSS of a
 surviving worker, and the bytes written.
@@ -59,7 +59,7 @@ from s3 import make_bucket, options
 TARGET_FRACTION = 0.6  # distributed.worker.memory.target's default
 
 
-S3_HEADROOM_MB = 0
+S3_HEADROOM_MB = 24
 """End-to-end: how much less ``max_bytes`` is on S3 than on local disk (see docs/dask.md)."""
 
 
