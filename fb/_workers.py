@@ -20,8 +20,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from . import _janitor
-
 if TYPE_CHECKING:
     from ._store import BackingStore
 
@@ -102,11 +100,14 @@ class Workers:
         def _check_open(self) -> None: ...
 
     def _after_fork(self) -> None:
-        # A child process after fork inherits no threads and possibly held locks.
+        # A child process after fork inherits no threads and possibly held locks. No thread
+        # is started here: this runs inside the fork handlers, and a janitor started now
+        # could close a handle of a pool whose lock the pools' own handler (which runs
+        # later) has not replaced yet, and wait on it forever. The janitor starts at the
+        # child's next flush (finished, close) or new store.
         self._pid = os.getpid()
         self._executor = self._spawner = None
         self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
-        _janitor.start()
 
     def _get_executor(self) -> ThreadPoolExecutor:
         if self._pid != os.getpid():

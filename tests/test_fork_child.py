@@ -175,3 +175,31 @@ def test_a_pool_dropped_during_a_fork_has_its_lock_released(tmp_path: Path) -> N
     _core._after_fork_in_parent()
     assert not pool_lock.locked()
     assert not store_lock.locked()
+
+
+def test_the_fork_handlers_start_no_thread_in_the_child(tmp_path: Path) -> None:
+    """No fb thread runs in a child until every fork handler has reset fb's locks.
+
+    A janitor started by the stores' handler closed a handle of a pool whose lock the pools'
+    handler had not replaced yet, and waited on the parent's lock forever.
+    """
+    from fb import _janitor
+
+    store: BackingStore[Any] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    pool: FBPool[Any] = FBPool(store, max_items=1)
+    pool.insert("A")
+    read, write = os.pipe()
+
+    def child() -> None:
+        os.close(read)
+        thread = _janitor._thread
+        os.write(write, b"started" if thread is not None and thread.is_alive() else b"none")
+
+    pid = _in_child(child)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        seen = pipe.read()
+    assert _exit_code(pid) == 0
+    assert seen == b"none"
+    pool.close()
+    store.close()
