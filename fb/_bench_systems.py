@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from ._handle import Fb
-from ._pool import FBPool
+from ._pool import FBPool, WriteMode
 from ._store import BackingStore
 from .backends import FBStore, PreparedPath
 from .codecs import PickleCodec
@@ -174,10 +174,17 @@ class _FbSystem(_System):
     name = "fb"
 
     def __init__(
-        self, path: PreparedPath, *, max_bytes: int | None = None, max_items: int | None = None
+        self,
+        path: PreparedPath,
+        *,
+        max_bytes: int | None = None,
+        max_items: int | None = None,
+        write: WriteMode | None = None,
     ) -> None:
         self.store: BackingStore[Any] = BackingStore(FBStore(PickleCodec(), path))
-        self.pool: FBPool[Any] = FBPool(self.store, max_bytes=max_bytes, max_items=max_items)
+        self.pool: FBPool[Any] = FBPool(
+            self.store, max_bytes=max_bytes, max_items=max_items, write=write
+        )
         self.handles: list[Fb[Any]] = []
 
     def insert(self, index: int, value: Any) -> None:

@@ -49,6 +49,16 @@ def _event_evict(key: UUID, nbytes: int, dirty: bool) -> None:
 
 __all__ = ["RETRY_FIRST_DELAY", "PoolCore"]
 
+
+def _written_late(entry: Entry) -> bool:
+    """Whether a write of ``entry`` in flight keeps a write guard waiting.
+
+    An early write does not: the guard gives the item a new key, and the write of the old
+    one deletes its blob when it ends. An eviction write or a ``write_now`` does.
+    """
+    return entry.writing and not entry.early
+
+
 T = TypeVar("T")
 
 
@@ -115,7 +125,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         self._failed = {}
         self._retry_timer = None
         for entry in self._lru.order():
-            entry.writing = entry.evicting = entry.loading = False
+            entry.writing = entry.evicting = entry.loading = entry.early = False
+            entry.early_bytes = 0
             entry.waiter = None
             if not entry.blob:
                 entry.key = new_key()
@@ -247,7 +258,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         if value is MISSING:
             return MISSING
         if write:
-            if entry.readers or entry.writer or entry.writing or entry.loading:
+            if entry.readers or entry.writer or entry.loading or _written_late(entry):
                 return MISSING
             self._begin_write(entry, batch, who)
         else:
@@ -274,7 +285,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             self._offer_all(self._lru.touch(entry), batch)
         if entry.value is not MISSING:
             if write:
-                if not (entry.readers or entry.writer or entry.writing or entry.loading):
+                if not (entry.readers or entry.writer or entry.loading or _written_late(entry)):
                     self._begin_write(entry, batch, who)
                     return entry.value, None
             elif not entry.writer:
@@ -425,6 +436,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
                         self._offer_all(self._lru.set_weight(entry, size), batch)
                     if entry.segment == COLD:
                         self._offer(entry, batch)
+                    elif write:
+                        self._write_early(entry, batch)
             self._wake(entry, batch)
         self._after(batch)
         if error is not None:

@@ -34,8 +34,11 @@ class Entry:
 
     ``value`` is `MISSING` when the item is not resident. ``blob`` is true when storage
     holds a complete blob under ``key`` that this entry references. ``writing`` is true while
-    a write of ``value`` is in flight (eviction or ``write_now``); ``evicting`` marks the
-    eviction kind, during which ``try_load`` answers None as the crate does.
+    a write of ``value`` is in flight (eviction, early write or ``write_now``); ``evicting``
+    marks the eviction kind, during which ``try_load`` answers None as the crate does;
+    ``early`` marks an early write (see `FBPool`'s ``write``), whose ``early_bytes`` count as
+    pending until it ends. A write guard may be taken during an early write: the write's key
+    is then stale, and its blob is deleted when it ends.
 
     ``readers`` counts read pins; the `owner` of each read guard's pin is in ``read_owner``
     (one, without allocating) or ``read_owners`` (the others), so that a thread asking for a
@@ -48,6 +51,8 @@ class Entry:
     __slots__ = (
         "blob",
         "closed",
+        "early",
+        "early_bytes",
         "evicting",
         "key",
         "loading",
@@ -82,6 +87,8 @@ class Entry:
         self.writer_owner: object = None
         self.writing = False
         self.evicting = False
+        self.early = False
+        self.early_bytes = 0
         self.loading = False
         self.closed = False
         self.waiter: Future[None] | None = None

@@ -120,6 +120,9 @@ class FbSpillBuffer(MutableMapping[Key, object]):
                     DEFAULT_MAX_PENDING_BYTES if max_pending_bytes is None else max_pending_bytes
                 ),
                 on_error=self._on_write_error,
+                # Distributed's memory manager decides when to spill (evict), and most task
+                # results are released before that: an early write would be wasted I/O.
+                write="on_evict",
             )
         except BaseException:
             strategy.close()
