@@ -14,7 +14,7 @@ from uuid import UUID
 import attrs
 
 from ._core import _POOLS, RETRY_FIRST_DELAY, PoolCore
-from ._entry import MISSING, Batch, Entry, wait
+from ._entry import MISSING, Batch, Entry, HitCount, regate, wait
 from ._handle import Fb
 from ._keys import new_key
 from ._lru import SegmentTaggingLRU
@@ -132,6 +132,7 @@ class FBPool(PoolCore[T]):
         self.write = write
         self._early = write == "early"
         self.store = store
+        self._shared = store._shared  # the hit path reads ``closed`` here
         self.sizeof = default_sizeof if sizeof is None else sizeof
         self._lock = threading.Lock()
         self._lru = SegmentTaggingLRU(self.max_items, self.max_bytes)
@@ -150,7 +151,7 @@ class FBPool(PoolCore[T]):
             ),
             0,
         )
-        self._hits = 0
+        self._hit_count = HitCount()
         self._seconds = {"load": 0.0, "store": 0.0}
         self._resident_items = 0
         self._resident_bytes = 0
@@ -235,6 +236,7 @@ class FBPool(PoolCore[T]):
             self._resident_items += 1
             self._resident_bytes += size
             self._offer_all(self._lru.push_front(entry, size), batch)
+            regate(entry)
             if self._early:
                 self._write_early(entry, batch)
         self._after(batch)
@@ -302,7 +304,7 @@ class FBPool(PoolCore[T]):
                 background_errors=self.store.pending_errors,
                 load_seconds=self._seconds["load"],
                 store_seconds=self._seconds["store"],
-                hits=self._hits,
+                hits=self._hit_count.n,
                 **self._n,
             )
 

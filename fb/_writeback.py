@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
-from ._entry import MISSING, Batch, Entry
+from ._entry import MISSING, Batch, Entry, quiet, regate
 from ._lru import COLD
 from ._store import BackingStore
 from .exceptions import CodecError, StoreClosedError
@@ -236,7 +236,7 @@ class WriteBack(Generic[T]):
                 self._n["stores"] += 1
                 self._n["bytes_written"] += nbytes
                 entry.stored_nbytes = nbytes
-                if entry.closed and not (entry.readers or entry.writer):
+                if entry.closed and not entry.writer and quiet(entry):
                     # The handle went while its blob was being written: write, then delete.
                     self.store.delete_blob(key)
                     self._finalize(entry, batch)
@@ -246,8 +246,9 @@ class WriteBack(Generic[T]):
                     if (
                         entry.segment == COLD
                         and entry.value is not MISSING
-                        and not (entry.readers or entry.writer or entry.loading)
+                        and not (entry.writer or entry.loading)
                         and entry.waiter is None
+                        and quiet(entry)
                     ):
                         self._drop(entry, batch, dirty=evicting)
             if stale and not (entry.closed or entry.writer):
@@ -258,6 +259,7 @@ class WriteBack(Generic[T]):
                 else:
                     self._write_early(entry, batch)
             self._wake(entry, batch)
+            regate(entry)
         self._after(batch)
 
     def _wake_drained(self, batch: Batch) -> None:
