@@ -65,6 +65,10 @@ class ReadGuard(Generic[T]):
     # (see fb._entry.owner).
     __slots__ = ("_handle", "_owner", "_value")
 
+    _handle: Fb[T]
+    _owner: object
+    _value: T
+
     def __repr__(self) -> str:
         state = "released" if self._value is RELEASED else "held"
         return f"<ReadGuard key={self._handle.key.hex} {state}>"

@@ -56,6 +56,8 @@ class Requests(Generic[T]):
             nbytes: int | None,
             seconds: float,
             error: BaseException | None = None,
+            *,
+            skipped: bool = False,
         ) -> None: ...
 
     def _start_write_now(

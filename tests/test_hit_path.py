@@ -37,7 +37,10 @@ def hammer(tmp_path: Path, seconds: float, seed: int) -> dict[str, int]:
     """
     counts = dict.fromkeys(("hit", "evict", "rewrite", "insert", "prefetch"), 0)
     failures: list[str] = []
-    with BackingStore(FBStore("pickle", tmp_path / "cache"), max_workers=3) as store:
+    store: BackingStore[tuple[int, int]] = BackingStore(
+        FBStore("pickle", tmp_path / "cache"), max_workers=3
+    )
+    with store:
         pool: FBPool[tuple[int, int]] = FBPool(store, max_items=BUDGET)
         handles: list[Fb[tuple[int, int]]] = [pool.insert((i, 0)) for i in range(ITEMS)]
         extra: list[Fb[tuple[int, int]]] = []
@@ -117,7 +120,8 @@ def test_hits_beside_evictions_and_writers_lose_no_pin_for_long(tmp_path: Path, 
 
 def test_a_guard_released_by_with_takes_no_lock(tmp_path: Path) -> None:
     """``with handle.load()`` on a hot item neither acquires nor waits for the pool's lock."""
-    with BackingStore(FBStore("pickle", tmp_path / "cache")) as store:
+    store: BackingStore[str] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
         pool: FBPool[str] = FBPool(store, max_items=8)
         handle = pool.insert("hot")
         # The lock is held by this thread: a hit path that took it would deadlock here.
@@ -130,13 +134,14 @@ def test_a_guard_released_by_with_takes_no_lock(tmp_path: Path) -> None:
 
 def test_a_pinned_item_pushed_out_leaves_memory_at_release(tmp_path: Path) -> None:
     """An item evicted while a fast-path guard pins it leaves once the guard is released."""
-    with BackingStore(FBStore("pickle", tmp_path / "cache")) as store:
+    store: BackingStore[int] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
         pool: FBPool[int] = FBPool(store, max_items=2)
         first = pool.insert(0)
         with first.load() as value:
             others = [pool.insert(1), pool.insert(2)]  # push the pinned first item out
             store.finished(TIMEOUT)
-            assert first.resident
+            assert first._entry.value is value  # pinned: still resident
             assert value == 0
         store.finished(TIMEOUT)
         assert not first.resident
