@@ -38,6 +38,7 @@ __all__ = [
     "_System",
     "_Values",
     "_orders",
+    "fb_factory",
 ]
 
 KIB, MIB, MB = 1 << 10, 1 << 20, 10**6
@@ -310,6 +311,15 @@ class _DiskCache(_System):
     def park(self) -> None:
         self.front.clear()
         self.disk.close()
+
+
+def fb_factory(write: WriteMode | None) -> Callable[[Path, int], _System]:
+    """The ``fb`` system's factory, with the pool's write mode (None: the pool's default)."""
+
+    def factory(directory: Path, budget: int) -> _System:
+        return _FbSystem(PreparedPath(directory), max_bytes=budget, write=write)
+
+    return factory
 
 
 FACTORIES: dict[str, Callable[[Path, int], _System]] = {
