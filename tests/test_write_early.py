@@ -11,6 +11,7 @@ import pytest
 from fb import BackingStore, FBPool
 from fb.backends import FBStore, PreparedPath
 from fb.codecs import PickleCodec
+from fb.testing.faults import EIO, FaultyStrategy
 from tests.conftest import TIMEOUT, CountingStore
 
 
@@ -133,3 +134,21 @@ def test_default_write_mode_depends_on_the_store(tmp_path: Path) -> None:
         assert FBPool(store, max_items=1).write == "early"
     with BackingStore(FBStore(PickleCodec(), PreparedPath("memory://wep"))) as store:
         assert FBPool(store, max_items=1).write == "on_evict"
+
+
+def test_a_failed_early_write_is_reported_and_the_value_kept(cache_dir: Path) -> None:
+    """An early write that fails reaches finished(); the value stays and is written later."""
+    faulty: FaultyStrategy[Any] = FaultyStrategy(FBStore(PickleCodec(), PreparedPath(cache_dir)))
+    with BackingStore(faulty) as store:
+        pool: FBPool[bytes] = FBPool(store, max_items=4, write="early")
+        faulty.fail("store", EIO, times=1)
+        handle = pool.insert(b"kept")
+        with pytest.raises(OSError, match="injected"):
+            store.finished(TIMEOUT)
+        stats = pool.statistics()
+        assert (stats.write_errors, stats.pending_bytes, stats.pending_writes) == (1, 0, 0)
+        assert handle.resident
+        assert handle.evict() > 0  # not clean yet: its eviction writes it
+        with handle.load() as value:
+            assert value == b"kept"
+        pool.close()
