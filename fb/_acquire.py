@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
 from . import _janitor
-from ._entry import MISSING, Batch, Entry, holds_read, owner, same_owner, wait
+from ._entry import MISSING, Batch, Entry, HitCount, holds_read, owner, same_owner, wait
 from ._store import BackingStore
 from .exceptions import GuardConflictError, GuardTimeoutError
 
@@ -48,7 +48,7 @@ class Acquire(Generic[T]):
     store: BackingStore[T]
     _lock: threading.Lock
     _n: dict[str, int]
-    _hits: int
+    _hit_count: HitCount
 
     if TYPE_CHECKING:  # steps of PoolCore these use
 
@@ -103,7 +103,7 @@ class Acquire(Generic[T]):
                 if missed:
                     self._n["misses"] += 1
                 else:
-                    self._hits += 1
+                    self._hit_count.n += 1
             elif isinstance(step, Future):
                 missed = missed or entry.value is MISSING
             elif isinstance(step, UUID):

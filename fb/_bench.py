@@ -57,6 +57,7 @@ from ._bench_systems import (
     _orders,
     _System,
     _Values,
+    fb_factory,
 )
 from ._bench_timing import (
     SCALE_LOADS,
@@ -67,6 +68,7 @@ from ._bench_timing import (
     _run_system,
     _scale_one,
 )
+from ._pool import WRITE_MODES, WriteMode
 
 __all__ = ["bench"]
 
@@ -280,7 +282,12 @@ def _require_peers(plot: bool) -> None:
 
 
 def _bench_workload(
-    workload: Workload, runs: int, root: Path, seed: int, graveyard: list[_System]
+    workload: Workload,
+    runs: int,
+    root: Path,
+    seed: int,
+    graveyard: list[_System],
+    write: WriteMode | None = None,
 ) -> dict[str, Any]:
     values = _Values(workload, seed)
     times: dict[str, list[list[tuple[float, float | None]]]] = {
@@ -294,7 +301,8 @@ def _bench_workload(
             if name == "physical":
                 times[name].append(_run_physical(directory, values))
                 continue
-            system = FACTORIES[name](directory, workload.budget)
+            factory = fb_factory(write) if name == "fb" else FACTORIES[name]
+            system = factory(directory, workload.budget)
             graveyard.append(system)
             times[name].append(_run_system(system, values, orders))
             system.park()
@@ -342,6 +350,14 @@ def _bench_workload(
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option(
+    "--write",
+    type=click.Choice(["default", *WRITE_MODES]),
+    default="default",
+    show_default=True,
+    help="When the fb system's pool writes a value: early (soon after insert), on_evict, "
+    "or the pool's default for the store (early on local disk).",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -354,6 +370,7 @@ def bench(
     quick: bool,
     seed: int,
     as_json: bool,
+    write: str,
     plot: Path | None,
 ) -> None:
     """Measure fb against raw files, zict, diskcache and the machine's physical limits.
@@ -396,10 +413,12 @@ def bench(
         "quick": quick,
         "seed": seed,
         "directory": str(root),
+        "write": write,
     }
+    mode: WriteMode | None = None if write == "default" else write  # type: ignore[assignment]
     try:
         report["workloads"] = {
-            name: _bench_workload(table[name], runs, root, seed, graveyard) for name in chosen
+            name: _bench_workload(table[name], runs, root, seed, graveyard, mode) for name in chosen
         }
         _progress("hit path")
         hits = _hit_path(20_000 if quick else 100_000, max(runs, 5))

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from ._handle import Fb
-from ._pool import FBPool
+from ._pool import FBPool, WriteMode
 from ._store import BackingStore
 from .backends import FBStore, PreparedPath
 from .codecs import PickleCodec
@@ -38,6 +38,7 @@ __all__ = [
     "_System",
     "_Values",
     "_orders",
+    "fb_factory",
 ]
 
 KIB, MIB, MB = 1 << 10, 1 << 20, 10**6
@@ -174,10 +175,17 @@ class _FbSystem(_System):
     name = "fb"
 
     def __init__(
-        self, path: PreparedPath, *, max_bytes: int | None = None, max_items: int | None = None
+        self,
+        path: PreparedPath,
+        *,
+        max_bytes: int | None = None,
+        max_items: int | None = None,
+        write: WriteMode | None = None,
     ) -> None:
         self.store: BackingStore[Any] = BackingStore(FBStore(PickleCodec(), path))
-        self.pool: FBPool[Any] = FBPool(self.store, max_bytes=max_bytes, max_items=max_items)
+        self.pool: FBPool[Any] = FBPool(
+            self.store, max_bytes=max_bytes, max_items=max_items, write=write
+        )
         self.handles: list[Fb[Any]] = []
 
     def insert(self, index: int, value: Any) -> None:
@@ -303,6 +311,15 @@ class _DiskCache(_System):
     def park(self) -> None:
         self.front.clear()
         self.disk.close()
+
+
+def fb_factory(write: WriteMode | None) -> Callable[[Path, int], _System]:
+    """The ``fb`` system's factory, with the pool's write mode (None: the pool's default)."""
+
+    def factory(directory: Path, budget: int) -> _System:
+        return _FbSystem(PreparedPath(directory), max_bytes=budget, write=write)
+
+    return factory
 
 
 FACTORIES: dict[str, Callable[[Path, int], _System]] = {

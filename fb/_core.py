@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from ._acquire import Acquire, Step
-from ._entry import MISSING, Batch, Entry, add_reader, forget_reader, hold, owner
+from ._entry import MISSING, Batch, Entry, HitCount, add_reader, forget_reader, owner, quiet, regate
 from ._keys import new_key
 from ._lru import COLD, HOT, SegmentTaggingLRU
 from ._requests import Requests
@@ -48,6 +48,16 @@ def _event_evict(key: UUID, nbytes: int, dirty: bool) -> None:
 
 
 __all__ = ["RETRY_FIRST_DELAY", "PoolCore"]
+
+
+def _written_late(entry: Entry) -> bool:
+    """Whether a write of ``entry`` in flight keeps a write guard waiting.
+
+    An early write does not: the guard gives the item a new key, and the write of the old
+    one deletes its blob when it ends. An eviction write or a ``write_now`` does.
+    """
+    return entry.writing and not entry.early
+
 
 T = TypeVar("T")
 
@@ -102,7 +112,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
 
     sizeof: Callable[[Any], int]
     _lru: SegmentTaggingLRU[Entry]
-    _hits: int  # not in _n: a plain attribute is cheaper on the hit path
+    _shared: Any  # the store's shared state (its ``closed`` flag), read by the hit path
+    _hit_count: HitCount  # not in _n: a slot is cheaper on the hit path
     _resident_items: int
     _resident_bytes: int
     on_evict: Callable[[UUID, int, bool], object] | None
@@ -127,7 +138,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         self._failed = {}
         self._retry_timer = None
         for entry in self._lru.order():
-            entry.writing = entry.evicting = entry.loading = False
+            entry.writing = entry.evicting = entry.loading = entry.early = False
+            entry.early_bytes = 0
             entry.waiter = None
             if not entry.blob:
                 entry.key = new_key()
@@ -175,8 +187,10 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         """Evict ``entry`` if it can leave memory now; otherwise it is re-offered later."""
         if entry.value is MISSING or entry.closed or entry.writing:
             return  # not resident, gone, or a write in flight re-checks when it ends
-        if entry.readers or entry.writer or entry.loading or self.store.closed:
-            return  # pinned: re-offered when the last guard goes
+        if entry.writer or entry.loading or self.store.closed:
+            return  # pinned: re-offered when the guard goes
+        if not quiet(entry):
+            return  # pinned: the gate stays shut, so the last release re-offers it
         if entry.blob:
             self._drop(entry, batch, dirty=False)
             return
@@ -231,7 +245,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             if entry.closed:
                 return
             entry.closed = True
-            if not (entry.readers or entry.writer):
+            if quiet(entry) and not entry.writer:
                 self._finalize(entry, batch)
         self._after(batch)
 
@@ -259,13 +273,14 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         if value is MISSING:
             return MISSING
         if write:
-            if entry.readers or entry.writer or entry.writing or entry.loading:
+            if entry.writer or entry.loading or _written_late(entry) or not quiet(entry):
                 return MISSING
             self._begin_write(entry, batch, who)
         else:
             if entry.writer or entry.evicting:
                 return MISSING
             add_reader(entry, who)
+            regate(entry)
         if entry.segment != HOT:
             self._offer_all(self._lru.touch(entry), batch)
         return value
@@ -286,11 +301,12 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             self._offer_all(self._lru.touch(entry), batch)
         if entry.value is not MISSING:
             if write:
-                if not (entry.readers or entry.writer or entry.writing or entry.loading):
+                if not (entry.writer or entry.loading or _written_late(entry)) and quiet(entry):
                     self._begin_write(entry, batch, who)
                     return entry.value, None
             elif not entry.writer:
                 add_reader(entry, who)
+                regate(entry)
                 return entry.value, None
             # A pinned value is resident, so a guard this caller holds is seen here.
             conflict = self._conflict(entry, who, write)
@@ -354,61 +370,29 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
                 else:
                     add_reader(entry, who)
                 self._install(entry, value, size, batch)
+                regate(entry)
         self._after(batch)
         if closed:
             raise HandleClosedError(f"the handle for key {key.hex} was closed during its load")
         return value
 
-    def _hit(self, entry: Entry, who: object) -> Any:
-        """The hit path: pin and return a resident value in the hot segment, else `MISSING`.
+    def _slow_load(self, entry: Entry, who: object, timeout: float | None) -> Any:
+        """The hit path found the gate shut: give back its pin, then take the locked path."""
+        self._release(entry, False, who)
+        return self._acquire(entry, False, who, timeout)
 
-        One lock round trip and no allocation; anything unusual takes the full path.
-        ``who`` (the `owner`) is recorded as the pin's holder.
-        """
-        # acquire()/release() in try/finally rather than ``with``: looking up and calling
-        # the lock's __enter__/__exit__ costs about 100 ns more per round trip, and a hit
-        # (``with handle.load()``) makes two of them in about 1 us.
-        lock = self._lock
-        lock.acquire()
-        try:
-            value = entry.value
-            if (
-                value is MISSING
-                or entry.writer
-                or entry.closed
-                or entry.segment != HOT
-                or self.store._shared.closed
-            ):
-                return MISSING
-            entry.readers += 1
-            # One holder is a slot, not a list: no allocation while an item has one reader.
-            if entry.read_owner is None:
-                entry.read_owner = who
-            else:
-                hold(entry, who)
-            self._hits += 1
-        finally:
-            lock.release()
-        return value
-
-    def _release_read(self, entry: Entry, who: object) -> None:
-        """Give back ``who``'s read pin; the common case is one lock round trip."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            entry.readers -= 1
-            if entry.read_owner == who:
-                entry.read_owner = None
-            else:
-                forget_reader(entry, who)
-            if entry.readers or (
-                entry.waiter is None and not entry.closed and entry.segment != COLD
-            ):
-                return
-            entry.readers += 1  # the full path below gives it back itself (holder forgotten)
-        finally:
-            lock.release()
-        self._release(entry, False)
+    def _unpinned(self, entry: Entry) -> None:
+        """A lock-free release found the gate shut: do under the lock what it skipped."""
+        batch = Batch()
+        with self._lock:
+            if not entry.writer and quiet(entry):
+                if entry.closed:
+                    self._finalize(entry, batch)
+                elif entry.segment == COLD:
+                    self._offer(entry, batch)
+            self._wake(entry, batch)
+            regate(entry)
+        self._after(batch)
 
     def _release(self, entry: Entry, write: bool, who: object = None) -> None:
         """Give back a pin (a read pin of ``who``); re-offer the item if it was pushed out."""
@@ -425,9 +409,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
                 entry.writer = False
                 entry.writer_owner = None
             else:
-                entry.readers -= 1
                 forget_reader(entry, who)
-            if not (entry.readers or entry.writer):
+            if not entry.writer and quiet(entry):
                 if entry.closed:
                     self._finalize(entry, batch)
                 else:
@@ -437,7 +420,10 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
                         self._offer_all(self._lru.set_weight(entry, size), batch)
                     if entry.segment == COLD:
                         self._offer(entry, batch)
+                    elif write:
+                        self._write_early(entry, batch)
             self._wake(entry, batch)
+            regate(entry)
         self._after(batch)
         if error is not None:
             raise error

@@ -14,12 +14,14 @@ __all__ = [
     "MISSING",
     "Batch",
     "Entry",
+    "HitCount",
     "add_reader",
     "check_timeout",
     "forget_reader",
-    "hold",
     "holds_read",
     "owner",
+    "quiet",
+    "regate",
     "same_owner",
     "wait",
 ]
@@ -34,12 +36,25 @@ class Entry:
 
     ``value`` is `MISSING` when the item is not resident. ``blob`` is true when storage
     holds a complete blob under ``key`` that this entry references. ``writing`` is true while
-    a write of ``value`` is in flight (eviction or ``write_now``); ``evicting`` marks the
-    eviction kind, during which ``try_load`` answers None as the crate does.
+    a write of ``value`` is in flight (eviction, early write or ``write_now``); ``evicting``
+    marks the eviction kind, during which ``try_load`` answers None as the crate does;
+    ``early`` marks an early write (see `FBPool`'s ``write``), whose ``early_bytes`` count as
+    pending until it ends. A write guard may be taken during an early write: the write's key
+    is then stale, and its blob is deleted when it ends.
 
-    ``readers`` counts read pins; the `owner` of each read guard's pin is in ``read_owner``
-    (one, without allocating) or ``read_owners`` (the others), so that a thread asking for a
-    write guard while it holds a read guard is refused instead of waiting for itself.
+    ``pins`` holds the `owner` of each read pin (None for a pin no guard holds, as a
+    prefetch's), so that a thread asking for a write guard while it holds a read guard is
+    refused instead of waiting for itself; ``readers`` is their number.
+
+    ``fast`` is the hit path's gate. The hit path takes no lock: it appends its pin to
+    ``pins`` (one atomic list operation under the GIL), *then* reads ``fast``, and uses the
+    value only if the gate was open. Every step that needs no read pin (dropping the value,
+    a write guard, finalizing a closed item) closes the gate *first* and reads ``pins``
+    second (`quiet`). Whatever the interleaving, either that step sees the pin and backs
+    off, or the hit sees the gate shut and takes the locked path: a pin is never lost. A
+    release that finds the gate shut takes the locked path too, which re-offers, finalizes
+    or wakes what was waiting for the pins to go. The gate is opened again under the lock
+    (`regate`) once nothing keeps it shut.
     ``source`` is the location a registered item's blob came from, until a write replaces it.
     ``unencodable`` is true once the codec refused the value: it is not offered for eviction
     again until a write guard (which may change it) is released.
@@ -48,12 +63,13 @@ class Entry:
     __slots__ = (
         "blob",
         "closed",
+        "early",
+        "early_bytes",
         "evicting",
+        "fast",
         "key",
         "loading",
-        "read_owner",
-        "read_owners",
-        "readers",
+        "pins",
         "segment",
         "size",
         "source",
@@ -73,18 +89,33 @@ class Entry:
         self.stored_nbytes: int | None = None
         self.blob = blob
         self.unencodable = False
-        self.readers = 0
-        self.read_owner: object = None
-        self.read_owners: list[object] | None = None
+        self.pins: list[object] = []
+        self.fast = False  # opened by the pool once the item is in its order (regate)
         self.source: Any = None  # a PreparedPath; Any keeps this module free of imports
         self.segment = -1  # kept by the pool's SegmentTaggingLRU: 0, 1, 2, or -1 if not in it
         self.writer = False
         self.writer_owner: object = None
         self.writing = False
         self.evicting = False
+        self.early = False
+        self.early_bytes = 0
         self.loading = False
         self.closed = False
         self.waiter: Future[None] | None = None
+
+    @property
+    def readers(self) -> int:
+        """How many read pins are held."""
+        return len(self.pins)
+
+
+class HitCount:
+    """A pool's hit counter, in a slot that the lock-free hit path bumps (see `Entry`)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
 
 
 class Batch:
@@ -128,39 +159,41 @@ def same_owner(holder: object, who: object) -> bool:
 
 
 def add_reader(entry: Entry, who: object) -> None:
-    """Under the lock: count one more read pin, held by ``who`` (None: no guard's pin)."""
-    entry.readers += 1
-    if who is not None:
-        hold(entry, who)
-
-
-def hold(entry: Entry, who: object) -> None:
-    """Under the lock: record ``who`` as the holder of one read pin (counted by the caller)."""
-    if entry.read_owner is None:
-        entry.read_owner = who
-    elif entry.read_owners is None:
-        entry.read_owners = [who]
-    else:
-        entry.read_owners.append(who)
+    """Under the lock: one more read pin, held by ``who`` (None: no guard's pin)."""
+    entry.pins.append(who)
 
 
 def forget_reader(entry: Entry, who: object) -> None:
-    """Under the lock: forget one read pin of ``who`` (the count is the caller's)."""
-    if who is None:
-        return
-    if entry.read_owner == who:
-        entry.read_owner = None
-    elif entry.read_owners:
-        with contextlib.suppress(ValueError):
-            entry.read_owners.remove(who)
+    """Under the lock: give back one read pin of ``who``."""
+    with contextlib.suppress(ValueError):
+        entry.pins.remove(who)
 
 
 def holds_read(entry: Entry, who: object) -> bool:
     """Under the lock: whether ``who`` holds a read guard of ``entry`` (see `same_owner`)."""
-    holder = entry.read_owner
-    if holder is not None and same_owner(holder, who):
-        return True
-    return any(same_owner(holder, who) for holder in entry.read_owners or ())
+    return any(holder is not None and same_owner(holder, who) for holder in entry.pins)
+
+
+def quiet(entry: Entry) -> bool:
+    """Under the lock: shut the hit path's gate, then say whether no read pin is held.
+
+    The order is what makes the lock-free hit path safe (see `Entry`). The gate stays shut:
+    the step that asked either changes the state (the value leaves, a writer comes) or
+    backs off, and then the pins' release takes the locked path and re-checks.
+    """
+    entry.fast = False
+    return not entry.pins
+
+
+def regate(entry: Entry) -> None:
+    """Under the lock: open the hit path's gate if nothing needs it shut."""
+    entry.fast = (
+        entry.value is not MISSING
+        and not entry.writer
+        and not entry.closed
+        and entry.waiter is None
+        and entry.segment != 2  # cold: a release must take the locked path to re-offer it
+    )
 
 
 def check_timeout(timeout: float | None) -> float | None:

@@ -13,10 +13,13 @@ from .exceptions import NotPicklableError
 if TYPE_CHECKING:
     from ._handle import Fb
 
-__all__ = ["Acquisition", "ReadGuard", "WriteGuard"]
+__all__ = ["RELEASED", "Acquisition", "ReadGuard", "WriteGuard", "_Droppable", "read_guard"]
 
 T = TypeVar("T")
 G = TypeVar("G", bound="ReadGuard[Any] | WriteGuard[Any]")
+
+RELEASED: Any = type("_Released", (), {"__repr__": lambda self: "<released>"})()
+"""What a released read guard holds instead of its value."""
 
 
 class Acquisition(Generic[G]):
@@ -67,38 +70,39 @@ class ReadGuard(Generic[T]):
         through a read guard (use `Fb.load_mut`).
     """
 
-    __slots__ = ("_handle", "_owner", "_released", "_value")
+    # No __init__: ``ReadGuard()`` then costs no Python frame; `read_guard` (and Fb.load,
+    # inline) set the slots. ``_value`` is RELEASED once released; ``_owner`` holds the pin
+    # (see fb._entry.owner).
+    __slots__ = ("_handle", "_owner", "_value")
 
-    def __init__(self, handle: Fb[T], value: T, owner: object = None) -> None:
-        # Fb.load sets these same attributes itself, on the hit path: keep both in step.
-        self._handle = handle
-        self._value = value
-        self._owner = owner  # who holds the pin (see fb._entry.owner)
-        self._released = False
+    _handle: Fb[T]
+    _owner: object
+    _value: T
 
     def __repr__(self) -> str:
-        state = "released" if self._released else "held"
+        state = "released" if self._value is RELEASED else "held"
         return f"<ReadGuard key={self._handle.key.hex} {state}>"
 
     @property
     def value(self) -> T:
         """The value; raises RuntimeError after `release`."""
-        if self._released:
+        value = self._value
+        if value is RELEASED:
             raise RuntimeError("the read guard was released")
-        return self._value
+        return value
 
     def release(self) -> None:
         """Unpin the value. Idempotent."""
-        if not self._released:
-            self._released = True
-            self._value = None  # type: ignore[assignment]
+        if self._value is not RELEASED:
+            self._value = RELEASED
             handle = self._handle
-            handle._pool._release_read(handle._entry, self._owner)
+            handle._pool._release(handle._entry, False, self._owner)
 
     def __enter__(self) -> T:
-        if self._released:
+        value = self._value
+        if value is RELEASED:
             raise RuntimeError("the read guard was released")
-        return self._value
+        return value
 
     def __exit__(
         self,
@@ -106,11 +110,14 @@ class ReadGuard(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._released:
-            self._released = True
-            self._value = None  # type: ignore[assignment]
-            handle = self._handle
-            handle._pool._release_read(handle._entry, self._owner)
+        if self._value is not RELEASED:
+            self._value = RELEASED
+            entry = self._handle._entry
+            # Lock-free: unpin (one atomic list remove), then read the gate; a shut gate
+            # means someone waits for the pins to go (see fb._entry.Entry).
+            entry.pins.remove(self._owner)
+            if not entry.fast:
+                self._handle._pool._unpinned(entry)
 
     async def __aenter__(self) -> T:
         return self.value
@@ -126,13 +133,39 @@ class ReadGuard(Generic[T]):
     def __reduce__(self) -> Any:
         raise _guard_pickled(self)
 
+
+class _Droppable(ReadGuard[T]):
+    """A read guard not yet entered: dropping it releases it (in the background).
+
+    ``__enter__`` turns it into a plain `ReadGuard`, whose ``with`` block releases it, so
+    the common ``with handle.load()`` pays for no ``__del__`` call.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> T:
+        value = self._value
+        if value is RELEASED:
+            raise RuntimeError("the read guard was released")
+        self.__class__ = ReadGuard  # type: ignore[assignment]
+        return value
+
     def __del__(self) -> None:
-        if not self._released:
-            self._released = True
+        if self._value is not RELEASED:
+            self._value = RELEASED
             handle = self._handle
             _janitor.put(
                 functools.partial(handle._pool._release, handle._entry, False, self._owner)
             )
+
+
+def read_guard(handle: Fb[T], value: T, owner: object) -> ReadGuard[T]:
+    """A read guard of ``handle`` holding ``value``, pinned by ``owner``."""
+    guard: ReadGuard[T] = _Droppable()
+    guard._handle = handle
+    guard._value = value
+    guard._owner = owner
+    return guard
 
 
 class WriteGuard(Generic[T]):

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from . import _janitor
 from ._entry import MISSING, Batch, Entry, check_timeout, owner, wait
-from ._guards import Acquisition, ReadGuard, WriteGuard
+from ._guards import Acquisition, ReadGuard, WriteGuard, _Droppable, read_guard
 from ._persist import check_tracked
 from .exceptions import NotPicklableError
 
@@ -26,7 +26,6 @@ __all__ = ["Fb", "ReadGuard", "WriteGuard"]
 
 T = TypeVar("T")
 
-_new = object.__new__
 _get_ident = threading.get_ident
 
 
@@ -70,11 +69,15 @@ class Fb(Generic[T]):
         ``a``-methods never block the event loop.
     """
 
-    __slots__ = ("__weakref__", "_entry", "_pool", "_ref")
+    __slots__ = ("__weakref__", "_entry", "_hits", "_pool", "_ref", "_shared")
 
     def __init__(self, pool: FBPool[T], entry: Entry) -> None:
         self._pool = pool
         self._entry = entry
+        # What the hit path reads, in slots of the handle rather than in the pool's
+        # __dict__ (a dict lookup each): the store's closed flag and the hit counter.
+        self._shared = pool._shared
+        self._hits = pool._hit_count
         ref = weakref.ref(self, _collected)
         _LIVE[ref] = (pool, entry)
         self._ref = ref
@@ -140,16 +143,20 @@ class Fb(Generic[T]):
             check_timeout(timeout)
         # A blocking call's owner is its thread (it blocks every task of the thread).
         who = _get_ident()
-        value = self._pool._hit(self._entry, who)
-        if value is MISSING:
-            value = self._pool._acquire(self._entry, False, who, timeout)
-        # ReadGuard(self, value, who) without calling a Python __init__ from C: about 60 ns
-        # less on a hit. Keep it in step with ReadGuard.__init__.
-        guard: ReadGuard[T] = _new(ReadGuard)
+        entry = self._entry
+        # The hit path, without the lock: the pin first (one atomic list append), the gate
+        # second (see fb._entry.Entry); a resident item in the hot segment needs no more.
+        entry.pins.append(who)
+        if entry.fast and entry.segment == 0 and not self._shared.closed:
+            value = entry.value
+            self._hits.n += 1  # a statistic: a lost increment would be harmless
+        else:
+            value = self._pool._slow_load(entry, who, timeout)
+        # read_guard(self, value, who), inline: a Python call less on a hit.
+        guard: ReadGuard[T] = _Droppable()
         guard._handle = self
         guard._value = value
         guard._owner = who
-        guard._released = False
         return guard
 
     def aload(self, timeout: float | None = None) -> Acquisition[ReadGuard[T]]:
@@ -161,7 +168,7 @@ class Fb(Generic[T]):
 
     async def _aload(self, patience: float | None) -> ReadGuard[T]:
         who = owner()
-        return ReadGuard(self, await self._pool._aacquire(self._entry, False, who, patience), who)
+        return read_guard(self, await self._pool._aacquire(self._entry, False, who, patience), who)
 
     def try_load(self) -> ReadGuard[T] | None:
         """Return a read guard if the value is in memory and not busy, else None. No I/O.
@@ -170,7 +177,7 @@ class Fb(Generic[T]):
         """
         who = _get_ident()
         value = self._try(False, who)
-        return None if value is MISSING else ReadGuard(self, value, who)
+        return None if value is MISSING else read_guard(self, value, who)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -215,7 +222,7 @@ class Fb(Generic[T]):
             pool._check_usable(entry)
             value = pool._try_acquire(entry, write, batch, who)
             if value is not MISSING:
-                pool._hits += 1
+                pool._hit_count.n += 1
         pool._after(batch)
         return value
 

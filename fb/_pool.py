@@ -8,13 +8,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import attrs
 
 from ._core import _POOLS, RETRY_FIRST_DELAY, PoolCore
-from ._entry import MISSING, Batch, Entry, wait
+from ._entry import MISSING, Batch, Entry, HitCount, regate, wait
 from ._handle import Fb
 from ._keys import new_key
 from ._lru import SegmentTaggingLRU
@@ -29,6 +29,20 @@ __all__ = ["FBPool"]
 T = TypeVar("T")
 
 DEFAULT_MAX_PENDING_BYTES = 256 * 2**20
+
+WriteMode = Literal["early", "on_evict"]
+WRITE_MODES = ("early", "on_evict")
+
+
+def default_write(store: BackingStore[Any]) -> WriteMode:
+    """The write mode measured to pay on ``store``: early on local disk, else on eviction.
+
+    On local disk an early write costs a page-cache write that eviction would have paid
+    anyway, later and in the reader's way; on an object store it costs a PUT (and money) for
+    every item, also those that never leave memory (see docs/performance.md).
+    """
+    path = getattr(store.strategy, "path", None)
+    return "early" if getattr(path, "is_local", False) is True else "on_evict"
 
 
 def _check_budget(name: str, value: int | None) -> int | None:
@@ -66,6 +80,12 @@ class FBPool(PoolCore[T]):
         on_load: called as ``on_load(key, nbytes, seconds)`` after a value was read back.
         on_error: called with each write-back error of this pool (the store collects
             them for `BackingStore.finished` as well).
+        write: when a dirty value is written. ``"early"``: in the background soon after
+            its insert (and after a write guard's release), so that eviction usually finds
+            a clean copy and drops it without I/O; the cost is a write for items that would
+            never have been evicted. ``"on_evict"``: only when it is pushed out of the
+            budget (or asked for: `Fb.write_now`, `Fb.persist`). Default (None): early on
+            local disk, on eviction elsewhere (object stores, memory://, plugins).
 
     Hooks run on whichever thread made the event happen, never under the pool's lock; an
     exception in a hook is logged and never breaks the pool.
@@ -80,6 +100,7 @@ class FBPool(PoolCore[T]):
 
     # The item state's attributes are declared on PoolCore; these are the pool's own.
     max_items: int | None
+    write: WriteMode
     max_bytes: int | None
     _owns_store: bool
 
@@ -94,6 +115,7 @@ class FBPool(PoolCore[T]):
         on_evict: Callable[[UUID, int, bool], object] | None = None,
         on_load: Callable[[UUID, int, float], object] | None = None,
         on_error: Callable[[BaseException], object] | None = None,
+        write: WriteMode | None = None,
     ) -> None:
         if not isinstance(store, BackingStore):
             raise TypeError(f"store must be a BackingStore, not {store!r}")
@@ -103,7 +125,14 @@ class FBPool(PoolCore[T]):
             raise ValueError("give a budget: max_items, max_bytes, or both")
         if sizeof is not None and not callable(sizeof):
             raise TypeError(f"sizeof must be callable, not {sizeof!r}")
+        if write is None:
+            write = default_write(store)
+        elif write not in WRITE_MODES:
+            raise ValueError(f"write must be one of {WRITE_MODES} or None, not {write!r}")
+        self.write = write
+        self._early = write == "early"
         self.store = store
+        self._shared = store._shared  # the hit path reads ``closed`` here
         self.sizeof = default_sizeof if sizeof is None else sizeof
         self._lock = threading.Lock()
         self._lru = SegmentTaggingLRU(self.max_items, self.max_bytes)
@@ -122,7 +151,7 @@ class FBPool(PoolCore[T]):
             ),
             0,
         )
-        self._hits = 0
+        self._hit_count = HitCount()
         self._seconds = {"load": 0.0, "store": 0.0}
         self._resident_items = 0
         self._resident_bytes = 0
@@ -156,7 +185,8 @@ class FBPool(PoolCore[T]):
         return (
             f"<FBPool items={len(self._lru)} resident={self._resident_items} "
             f"({self._resident_bytes} B) max_items={self.max_items} "
-            f"max_bytes={self.max_bytes} pending_writes={self._pending_writes}>"
+            f"max_bytes={self.max_bytes} write={self.write} "
+            f"pending_writes={self._pending_writes}>"
         )
 
     def __len__(self) -> int:
@@ -206,6 +236,9 @@ class FBPool(PoolCore[T]):
             self._resident_items += 1
             self._resident_bytes += size
             self._offer_all(self._lru.push_front(entry, size), batch)
+            regate(entry)
+            if self._early:
+                self._write_early(entry, batch)
         self._after(batch)
         return Fb(self, entry)
 
@@ -271,7 +304,7 @@ class FBPool(PoolCore[T]):
                 background_errors=self.store.pending_errors,
                 load_seconds=self._seconds["load"],
                 store_seconds=self._seconds["store"],
-                hits=self._hits,
+                hits=self._hit_count.n,
                 **self._n,
             )
 

@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
-from ._entry import MISSING, Batch, Entry
+from ._entry import MISSING, Batch, Entry, quiet
 from ._lru import COLD, HOT, SegmentTaggingLRU
 from ._store import BackingStore
 from .exceptions import HandleClosedError
@@ -56,6 +56,8 @@ class Requests(Generic[T]):
             nbytes: int | None,
             seconds: float,
             error: BaseException | None = None,
+            *,
+            skipped: bool = False,
         ) -> None: ...
 
     def _start_write_now(
@@ -152,12 +154,13 @@ class Requests(Generic[T]):
             if (
                 entry.value is MISSING
                 or not entry.blob
-                or entry.readers
                 or entry.writer
                 or entry.writing
                 or entry.loading
             ):
                 return 0
+            if not quiet(entry):
+                return 0  # pinned: it stays (the gate reopens at the next locked step)
             size = entry.size
             self._drop(entry, batch, dirty=False)
         self._after(batch)

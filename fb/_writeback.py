@@ -1,4 +1,10 @@
-"""Write-back of a pool's evicted values: the queue, its workers, completion and retries.
+"""Write-back of a pool's values: the queue, its workers, completion and retries.
+
+Two kinds of background write share the queue: an *eviction* write (the value was pushed
+past the budget; it leaves memory once written, and a failure is retried with backoff) and
+an *early* write (``write="early"``: a dirty value is written soon after its insert or its
+write guard's release, and stays resident; eviction then finds it clean and drops it without
+I/O). Both count against ``max_pending_bytes``.
 
 `PoolCore` (in ``_core.py``) inherits these steps; like every step of the state machine
 they decide under the pool's lock and do their I/O outside it.
@@ -16,7 +22,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
-from ._entry import MISSING, Batch, Entry
+from ._entry import MISSING, Batch, Entry, quiet, regate
 from ._lru import COLD
 from ._store import BackingStore
 from .exceptions import CodecError, StoreClosedError
@@ -58,6 +64,7 @@ class WriteBack(Generic[T]):
     _failed: dict[Entry, tuple[float, int]]
     _retry_delay: float
     _retry_timer: threading.Timer | None
+    _early: bool  # write="early"
     on_error: Callable[[BaseException], object] | None
 
     if TYPE_CHECKING:  # steps of PoolCore these use
@@ -67,6 +74,25 @@ class WriteBack(Generic[T]):
         def _drop(self, entry: Entry, batch: Batch, *, dirty: bool) -> None: ...
         def _finalize(self, entry: Entry, batch: Batch) -> None: ...
         def _wake(self, entry: Entry, batch: Batch) -> None: ...
+
+    def _write_early(self, entry: Entry, batch: Batch) -> None:
+        """Under the lock: start the early write of ``entry`` if it is resident and dirty."""
+        if (
+            not self._early
+            or entry.blob
+            or entry.writing
+            or entry.writer
+            or entry.closed
+            or entry.unencodable
+            or entry.value is MISSING
+            or self.store.closed
+        ):
+            return
+        entry.writing = entry.early = True
+        entry.early_bytes = entry.size
+        self._pending_writes += 1
+        self._pending_bytes += entry.size
+        batch.work.append((entry, entry.key, entry.value))
 
     def _queue_writes(self, writes: list[tuple[Entry, UUID, Any]]) -> None:
         """Queue write-backs, and start workers to drain the queue if too few are at it.
@@ -106,7 +132,13 @@ class WriteBack(Generic[T]):
                         idle = True
                         return
                     entry, key, value = queue.popleft()
-                self._write_back(entry, key, value)
+                    # Closed, or rewritten by a write guard (new key) while it waited: the
+                    # write is moot, and skipping it is the point of a queue.
+                    moot = entry.closed or entry.key != key
+                if moot:
+                    self._write_done(entry, key, None, 0.0, skipped=True)
+                else:
+                    self._write_back(entry, key, value)
         finally:
             if not idle:  # left early (an error escaped): another worker takes over
                 with lock:
@@ -116,18 +148,22 @@ class WriteBack(Generic[T]):
                     self._queue_writes([])
 
     def _write_back(self, entry: Entry, key: UUID, value: Any) -> None:
-        """Worker: write an evicted value; memory is released only if the write succeeded."""
+        """Worker: write a queued value; memory is released only if the write succeeded."""
+        early = entry.early  # set when queued, reset only by _write_done
         start = time.perf_counter()
         try:
             nbytes = self.store.strategy.store(key, value)
         except BaseException as exc:
             self._write_done(entry, key, None, time.perf_counter() - start, exc)
             _events.warning(
-                "fb: write-back of %s failed: %s",
+                "fb: %s of %s failed: %s",
+                "early write" if early else "write-back",
                 key.hex,
                 exc,
                 extra={"fb_event": "write_failed", "fb_key": key.hex, "fb_error": repr(exc)},
             )
+            # An early write's failure is reported too (none is swallowed); the value stays
+            # resident and dirty, and its eviction writes it again (with retries).
             self.store._report(exc)
             if self.on_error is not None:
                 batch = Batch()
@@ -143,18 +179,25 @@ class WriteBack(Generic[T]):
         nbytes: int | None,
         seconds: float,
         error: BaseException | None = None,
+        *,
+        skipped: bool = False,
     ) -> None:
+        """Record the end of a write of blob ``key`` (``nbytes`` None: failed or skipped)."""
         batch = Batch()
         with self._lock:
             evicting = entry.evicting
-            entry.writing = entry.evicting = False
+            early = entry.early
+            entry.writing = entry.evicting = entry.early = False
             self._pending_writes -= 1
+            # A write guard gave the item a new key while this (early) write ran.
+            stale = key != entry.key
             # A value its codec cannot encode fails the same way every time: it stays in
             # memory, reported once, never retried (nor written again when its guards are
             # released: ``unencodable``) and never counted as pending.
             retrying = (
                 evicting
                 and nbytes is None
+                and not skipped
                 and not isinstance(error, CodecError)
                 and not entry.closed
                 and entry.value is not MISSING
@@ -162,15 +205,27 @@ class WriteBack(Generic[T]):
             if evicting and not retrying:
                 self._pending_bytes -= entry.size
                 self._wake_drained(batch)
+            if early:
+                self._pending_bytes -= entry.early_bytes
+                entry.early_bytes = 0
+                self._wake_drained(batch)
             self._seconds["store"] += seconds
-            if nbytes is None:
+            if skipped:
+                pass
+            elif nbytes is None:
                 self._n["write_errors"] += 1
-                if isinstance(error, CodecError):
+                if isinstance(error, CodecError) and not stale:
                     entry.unencodable = True  # not offered for eviction again
                 if retrying:
                     # Its bytes stay counted as pending: while storage fails, backpressure
                     # holds the producer back instead of letting memory grow without bound.
                     self._schedule_retry(entry)
+                elif early and not stale and not entry.closed and entry.segment == COLD:
+                    self._offer(entry, batch)  # pushed out meanwhile: now an eviction write
+            elif stale:
+                self._n["stores"] += 1
+                self._n["bytes_written"] += nbytes
+                self.store._delete_blob(key)  # nothing references the old key any more
             else:
                 self._unfail(entry, batch)
                 if self._retry_delay != RETRY_FIRST_DELAY:
@@ -181,7 +236,7 @@ class WriteBack(Generic[T]):
                 self._n["stores"] += 1
                 self._n["bytes_written"] += nbytes
                 entry.stored_nbytes = nbytes
-                if entry.closed and not (entry.readers or entry.writer):
+                if entry.closed and not entry.writer and quiet(entry):
                     # The handle went while its blob was being written: write, then delete.
                     self.store._delete_blob(key)
                     self._finalize(entry, batch)
@@ -191,11 +246,20 @@ class WriteBack(Generic[T]):
                     if (
                         entry.segment == COLD
                         and entry.value is not MISSING
-                        and not (entry.readers or entry.writer or entry.loading)
+                        and not (entry.writer or entry.loading)
                         and entry.waiter is None
+                        and quiet(entry)
                     ):
                         self._drop(entry, batch, dirty=evicting)
+            if stale and not (entry.closed or entry.writer):
+                # The guard's release found this write in flight and left the new value
+                # to it: write the new value now (or offer it, if it was pushed out).
+                if entry.segment == COLD:
+                    self._offer(entry, batch)
+                else:
+                    self._write_early(entry, batch)
             self._wake(entry, batch)
+            regate(entry)
         self._after(batch)
 
     def _wake_drained(self, batch: Batch) -> None:

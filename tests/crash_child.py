@@ -162,8 +162,9 @@ def main(argv: list[str]) -> None:
         FBStore(PickleCodec(), PreparedPath(args.cache)), max_workers=2
     )
     # Two items fit: inserting the others writes the earlier ones back in the background,
-    # so persist finds some blobs already written and writes the others itself.
-    pool: FBPool[bytes] = FBPool(store, max_items=2)
+    # so persist finds some blobs already written and writes the others itself. The kills
+    # count writes, so the order of writes must not depend on timing: no early writes.
+    pool: FBPool[bytes] = FBPool(store, max_items=2, write="on_evict")
     tracked = store.track_path(args.persist)
     counter = iter(range(1_000_000))
 

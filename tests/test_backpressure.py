@@ -72,7 +72,7 @@ def test_insert_blocks_until_write_back_drains(
     shut_store: BackingStore[Any], gate: threading.Event
 ) -> None:
     """With more than max_pending_bytes waiting, insert does not return until writes drain."""
-    pool: FBPool[bytes] = FBPool(shut_store, max_items=1, max_pending_bytes=LIMIT)
+    pool: FBPool[bytes] = FBPool(shut_store, max_items=1, write="on_evict", max_pending_bytes=LIMIT)
     handles = fill(pool)
     returned = threading.Event()
     inserted: list[Fb[bytes]] = []
@@ -104,7 +104,7 @@ def test_ainsert_waits_without_blocking_the_loop(
     shut_store: BackingStore[Any], gate: threading.Event
 ) -> None:
     """ainsert waits for write-back to drain while the event loop keeps running other tasks."""
-    pool: FBPool[bytes] = FBPool(shut_store, max_items=1, max_pending_bytes=LIMIT)
+    pool: FBPool[bytes] = FBPool(shut_store, max_items=1, write="on_evict", max_pending_bytes=LIMIT)
     fill(pool)
     # If ainsert blocked the loop, nothing below could ever open the gate: a timer does, as a
     # last resort, and the test then fails instead of hanging.

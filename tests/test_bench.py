@@ -13,6 +13,7 @@ for _peer in ("numpy", "zict", "diskcache", "cachetools", "matplotlib"):
     pytest.importorskip(_peer, reason=f"fb bench needs {_peer} (the `bench` extra)")
 
 from fb._bench import PHASES, PHYSICAL, SYSTEMS, _table  # noqa: E402 - after the skips
+from fb._bench_systems import _FbSystem, fb_factory  # noqa: E402 - after the skips
 from fb.cli import main  # noqa: E402 - after the skips
 
 
@@ -29,6 +30,8 @@ def fixture_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
             "--runs",
             "2",
             "--json",
+            "--write",
+            "early",
             "--dir",
             str(work / "data"),
             "--plot",
@@ -40,6 +43,19 @@ def fixture_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
     report: dict[str, object] = json.loads(result.stdout)
     report["_work"] = str(work)
     return report
+
+
+def test_write_option_reaches_the_fb_pool(tmp_path: Path) -> None:
+    """``--write`` picks the fb system's write mode; the report says which was asked for."""
+    system = fb_factory("on_evict")(tmp_path, 1000)
+    assert isinstance(system, _FbSystem)
+    assert system.pool.write == "on_evict"
+    system.close()
+
+
+def test_report_names_the_write_mode(report: dict[str, object]) -> None:
+    """The report records the ``--write`` it was run with."""
+    assert report["write"] == "early"
 
 
 def test_every_system_and_phase(report: dict[str, object]) -> None:

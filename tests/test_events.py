@@ -24,7 +24,7 @@ def test_evictions_are_debug_events_with_their_fields(
     caplog.set_level(logging.DEBUG, logger="fb.events")
     strategy: FBStore[bytes] = FBStore("pickle", tmp_path / "cache")
     with BackingStore(strategy) as store:
-        pool: FBPool[bytes] = FBPool(store, max_items=1)
+        pool: FBPool[bytes] = FBPool(store, max_items=1, write="on_evict")
         first = pool.insert(b"x" * 100)
         second = pool.insert(b"y" * 100)  # kept: a collected handle would free the budget
         store.finished()

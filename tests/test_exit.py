@@ -66,14 +66,14 @@ FORKING = """
         return sorted(name for _, _, names in os.walk(root) for name in names if len(name) == 32)
 
     store = BackingStore(FBStore("pickle", parent_cache))
-    pool = FBPool(store, max_items=1)
+    pool = FBPool(store, max_items=1, write="on_evict")
     handles = [pool.insert(bytes([i]) * 1000) for i in range(4)]
     store.finished()
     before = blobs(parent_cache)
     pid = os.fork()
     if pid == 0:  # the child exits normally: the exit hook runs in it
         own = BackingStore(FBStore("pickle", child_cache))
-        own_pool = FBPool(own, max_items=1)
+        own_pool = FBPool(own, max_items=1, write="on_evict")
         own_handles = [own_pool.insert(b"child") for _ in range(3)]
         own.finished()
         # The parent's store, open in the child too, is not the child's to close, nor to

@@ -80,7 +80,7 @@ def test_a_failed_write_back_is_retried_automatically(
 
     faulty.fail("store", S3_SLOW_DOWN, times=1)
     pool: FBPool[bytes] = FBPool(
-        faulty_store, max_items=1, on_evict=on_evict, on_error=errors.append
+        faulty_store, max_items=1, on_evict=on_evict, on_error=errors.append, write="on_evict"
     )
     first = pool.insert(b"first")
     keys.append(first.key)
@@ -112,7 +112,7 @@ def test_once_storage_is_back_failed_write_backs_are_retried_promptly(
         if failed_keys and set(failed_keys) <= written:
             all_written.set()
 
-    pool: FBPool[bytes] = FBPool(faulty_store, max_items=1, on_evict=on_evict)
+    pool: FBPool[bytes] = FBPool(faulty_store, max_items=1, write="on_evict", on_evict=on_evict)
     faulty.fail("store", EIO)
     handles = [pool.insert(bytes([i]) * 100) for i in range(10)]  # nine write-backs fail
     assert len(drain(faulty_store.finished)) == 9
@@ -182,7 +182,7 @@ def test_write_now_and_persist_raise_the_write_error_and_keep_the_value(
     faulty: FaultyStrategy[Any], faulty_store: BackingStore[Any], persist_dir: Path
 ) -> None:
     """An explicit write that fails raises to its caller (not to finished) and keeps the value."""
-    pool: FBPool[bytes] = FBPool(faulty_store, max_items=4)
+    pool: FBPool[bytes] = FBPool(faulty_store, max_items=4, write="on_evict")
     tracked = faulty_store.track_path(persist_dir)
     handle = pool.insert(b"precious")
     faulty.fail("store", S3_CONNECTION, times=2)
@@ -207,7 +207,7 @@ def test_closing_the_store_drains_a_blocked_write_back(
     gate = threading.Event()
     store: BackingStore[Any] = BackingStore(faulty, max_workers=1)
     faulty.block("store", gate, times=1)
-    pool: FBPool[bytes] = FBPool(store, max_items=1)
+    pool: FBPool[bytes] = FBPool(store, max_items=1, write="on_evict")
     handle = pool.insert(b"a")
     other = pool.insert(b"b")  # pushes the first out: its write blocks
     wait_until(lambda: faulty.injected["store"] == 1, TIMEOUT, "the write-back to block")

@@ -131,7 +131,7 @@ def test_a_child_never_deletes_a_blob_its_parent_writes_after_the_fork(tmp_path:
 def test_a_child_writes_its_own_blobs_under_its_own_keys(tmp_path: Path) -> None:
     """A value dirty at fork() gets a fresh key in the child; the parent's key is unchanged."""
     store: BackingStore[Any] = BackingStore(FBStore("pickle", tmp_path / "cache"))
-    pool: FBPool[Any] = FBPool(store, max_items=4)
+    pool: FBPool[Any] = FBPool(store, max_items=4, write="on_evict")
     a = pool.insert("A")
     parent_key = a.key
     read, write = os.pipe()

@@ -50,7 +50,7 @@ def test_one_worker_writes_in_eviction_order(tmp_path: Path) -> None:
 def test_a_burst_of_evictions_is_written_whole(tmp_path: Path) -> None:
     """Thousands of evictions from several threads: every value is written and loads back."""
     with BackingStore(FBStore(PickleCodec(), PreparedPath(tmp_path))) as store:
-        pool: FBPool[bytes] = FBPool(store, max_items=16)
+        pool: FBPool[bytes] = FBPool(store, max_items=16, write="on_evict")
         results: dict[int, list[Any]] = {}
 
         def produce(thread: int) -> None:

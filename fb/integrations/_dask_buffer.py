@@ -166,6 +166,9 @@ class FbSpillBuffer(Spilling, MutableMapping[Key, object]):
                 sizeof=safe_sizeof,
                 max_pending_bytes=pending,
                 on_error=self._on_write_error,
+                # Distributed's memory manager decides when to spill (evict), and most task
+                # results are released before that: an early write would be wasted I/O.
+                write="on_evict",
             )
         except BaseException:
             strategy.close()
