@@ -48,9 +48,19 @@ def test_dev_extra_builds_and_checks_the_release_files() -> None:
 
 
 def test_sdist_holds_what_the_tests_need() -> None:
-    """The sdist takes the package, tests, docs, examples and the README's conftest.py."""
+    """The sdist takes the package, tests, docs, examples, the licence and the conftest.py."""
     sdist = tomllib.loads(read("pyproject.toml"))["tool"]["hatch"]["build"]["targets"]["sdist"]
-    for name in ("fb", "tests", "docs", "examples", "README.md", "conftest.py", "mkdocs.yml"):
+    for name in (
+        "fb",
+        "tests",
+        "docs",
+        "examples",
+        "README.md",
+        "LICENSE",
+        "conftest.py",
+        "mkdocs.yml",
+    ):
         assert name in sdist["include"]
         assert (ROOT / name).exists()
     assert ".ci" not in sdist["include"]
+    assert tomllib.loads(read("pyproject.toml"))["project"]["license-files"] == ["LICENSE"]
