@@ -49,6 +49,16 @@ def _exit_code(pid: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def _then_child(pid: int, write: int, parent_first: Callable[[], None]) -> None:
+    """Run ``parent_first``, then let the waiting child go on; check that it succeeded."""
+    try:
+        parent_first()
+        os.write(write, b"go")
+    finally:
+        os.close(write)  # a failing parent never leaves the child waiting
+    assert _exit_code(pid) == 0
+
+
 def _churn(
     pool: FBPool[Any], store: BackingStore[Any], *handles: Any, before_close: int | None = None
 ) -> None:
@@ -74,7 +84,7 @@ def test_a_child_never_deletes_a_blob_whose_write_was_in_flight_at_the_fork(
     """The parent's write in flight at fork() completes, and the child's close leaves it alone."""
     counting = CountingStore(FBStore(PickleCodec(), PreparedPath(tmp_path / "cache")))
     store: BackingStore[Any] = BackingStore(counting)
-    pool: FBPool[Any] = FBPool(store, max_items=1)
+    pool: FBPool[Any] = FBPool(store, max_items=1, write="on_evict")
     gate = counting.store_gate = threading.Event()
     a = pool.insert("A")
     pool.insert("B")  # A is evicted: its write waits at the gate
@@ -87,14 +97,13 @@ def test_a_child_never_deletes_a_blob_whose_write_was_in_flight_at_the_fork(
         _churn(pool, store, a, before_close=read)
 
     pid = _in_child(child, gate=(read, write))
-    # The parent's write completes while the child holds a copy of A, then the child closes.
-    try:
+
+    def parent_first() -> None:
+        # The parent's write completes while the child holds a copy of A; then the child closes.
         gate.set()
         store.finished()
-        os.write(write, b"go")
-    finally:
-        os.close(write)
-    assert _exit_code(pid) == 0
+
+    _then_child(pid, write, parent_first)
     with a.load() as value:
         assert value == "A"
     pool.close()
@@ -104,7 +113,8 @@ def test_a_child_never_deletes_a_blob_whose_write_was_in_flight_at_the_fork(
 def test_a_child_never_deletes_a_blob_its_parent_writes_after_the_fork(tmp_path: Path) -> None:
     """A value dirty at fork() that both processes later write keeps the parent's blob."""
     store: BackingStore[Any] = BackingStore(FBStore("pickle", tmp_path / "cache"))
-    pool: FBPool[Any] = FBPool(store, max_items=2)
+    # Written on eviction only: an early write could give A its blob before the fork.
+    pool: FBPool[Any] = FBPool(store, max_items=2, write="on_evict")
     a = pool.insert("A")
     read, write = os.pipe()
 
@@ -114,14 +124,13 @@ def test_a_child_never_deletes_a_blob_its_parent_writes_after_the_fork(tmp_path:
         _churn(pool, store, a)
 
     pid = _in_child(child, gate=(read, write))
-    try:
+
+    def parent_first() -> None:
         # The parent writes A's blob and drops the value, then lets the child run.
         a.evict()
         assert a.try_load() is None
-        os.write(write, b"go")
-    finally:
-        os.close(write)
-    assert _exit_code(pid) == 0
+
+    _then_child(pid, write, parent_first)
     with a.load() as value:
         assert value == "A"
     pool.close()
