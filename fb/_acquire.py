@@ -42,6 +42,21 @@ def _busy(entry: Entry, write: bool) -> str:
     return "it is busy"
 
 
+def _flush_once(conflict: GuardConflictError, flushed: bool) -> Future[None]:
+    """What to wait for before looking again at a guard the caller's own guard blocks.
+
+    The guard in the way may be one this caller dropped without releasing: its release
+    waits on the janitor thread, so the first time the wait is a janitor flush. A second
+    conflict (or one seen by the janitor itself, which must not wait for itself) is real.
+
+    Raises:
+        GuardConflictError: ``conflict``, when it is real.
+    """
+    if flushed or _janitor.is_janitor():
+        raise conflict
+    return _janitor.flush()
+
+
 class Acquire(Generic[T]):
     """The acquire loops of `PoolCore` (see the module docstring)."""
 
@@ -128,12 +143,8 @@ class Acquire(Generic[T]):
             if isinstance(step, UUID):
                 return self._load_blob(entry, step, write, who)
             if isinstance(step, GuardConflictError):
-                if flushed or _janitor.is_janitor():
-                    raise step
-                # The guard in the way may be one this caller dropped without releasing:
-                # its release waits on the janitor thread. Let that run, then look again.
+                step = _flush_once(step, flushed)
                 flushed = True
-                step = _janitor.flush()
             try:
                 step.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
             except FutureTimeoutError:
@@ -156,10 +167,8 @@ class Acquire(Generic[T]):
             if isinstance(step, UUID):
                 break
             if isinstance(step, GuardConflictError):
-                if flushed or _janitor.is_janitor():
-                    raise step
+                step = _flush_once(step, flushed)
                 flushed = True
-                step = _janitor.flush()
             try:
                 if deadline is None:
                     await wait(step)
