@@ -59,10 +59,12 @@ def _check_budget(name: str, value: int | None) -> int | None:
 class FBPool(PoolCore[T]):
     """Keeps the hot values of many items in memory and the cold ones on storage.
 
-    ``insert`` does no I/O: it puts the value at the most recent end of the order and
-    returns an `Fb` handle. Items pushed past the budget are written to the store in the
-    background (only if they have no blob yet) and dropped from memory once the write
-    succeeded. Loading a handle whose value is not resident reads it back.
+    ``insert`` does no I/O in the caller's thread: it puts the value at the most recent end
+    of the order and returns an `Fb` handle. With ``write="early"`` (the default on local
+    disk) a worker writes the value soon after; otherwise items pushed past the budget are
+    written in the background (only if they have no blob yet). A value is dropped from
+    memory only once its write succeeded. Loading a handle whose value is not resident
+    reads it back.
 
     The order is the crate's two-segment LRU, measured in items and bytes: a hit in the front
     half of the budget costs no reordering; other hits move the item to the front; every item
