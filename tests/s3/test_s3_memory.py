@@ -57,3 +57,31 @@ def test_a_large_s3_write_buffers_about_two_parts_not_the_whole_blob(s3: S3Bucke
     print(f"upload of {size // MIB} MiB grew the writer by {extra / MIB:.1f} MiB")
     # Before: the whole blob in s3fs's buffer, then a copy of it for the PUT (>= 128 MiB).
     assert extra < 4 * UPLOAD_PART + 8 * MIB, f"the upload grew the writer by {extra / MIB:.0f} MiB"
+
+
+def _etag_parts(s3: S3Bucket, options: dict[str, object], size: int) -> str:
+    """Write a blob of ``size`` bytes through a store with ``options``; return its ETag."""
+    import uuid
+
+    from fb.backends import FBStore, PreparedPath
+
+    store: FBStore[bytes] = FBStore("pickle", PreparedPath(s3.url("etag"), storage_options=options))
+    try:
+        key = uuid.uuid4()
+        store.store(key, bytes(size))
+        etag = str(store.path.fs.info(store.blob_path(key))["ETag"]).strip('"')
+        store.delete(key)
+    finally:
+        store.close()
+    return etag
+
+
+def test_a_blob_over_one_part_is_a_multipart_upload_unless_the_part_size_is_raised(
+    s3: S3Bucket,
+) -> None:
+    """default_block_size in the storage options is the upload part size (docs/s3.md)."""
+    size = 2 * UPLOAD_PART
+    # A multipart upload's ETag ends in "-<number of parts>"; a single PUT's is an MD5.
+    assert _etag_parts(s3, dict(s3.options), size).endswith("-3")
+    raised = {**s3.options, "default_block_size": 8 * UPLOAD_PART}
+    assert "-" not in _etag_parts(s3, raised, size)
