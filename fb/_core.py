@@ -26,7 +26,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from ._acquire import Acquire, Step
-from ._entry import MISSING, Batch, Entry, HitCount, add_reader, forget_reader, owner, quiet, regate
+from ._entry import (
+    MISSING,
+    Batch,
+    Entry,
+    HitCount,
+    add_reader,
+    forget_reader,
+    owner,
+    quiet,
+    regate,
+    set_value,
+)
 from ._keys import new_key
 from ._lru import COLD, HOT, SegmentTaggingLRU
 from ._requests import Requests
@@ -204,7 +215,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
 
     def _drop(self, entry: Entry, batch: Batch, *, dirty: bool) -> None:
         batch.garbage.append(entry.value)
-        entry.value = MISSING
+        set_value(entry, MISSING)
         self._resident_items -= 1
         self._resident_bytes -= entry.size
         self._n["evictions_dirty" if dirty else "evictions_clean"] += 1
@@ -216,7 +227,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             self._offer_all(self._lru.set_weight(entry, 0), batch)
 
     def _install(self, entry: Entry, value: Any, size: int, batch: Batch) -> None:
-        entry.value = value
+        set_value(entry, value)
         entry.size = size
         self._resident_items += 1
         self._resident_bytes += size
@@ -229,7 +240,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             self._lru.remove(entry)
         if entry.value is not MISSING:
             batch.garbage.append(entry.value)
-            entry.value = MISSING
+            set_value(entry, MISSING)
             self._resident_items -= 1
             self._resident_bytes -= entry.size
         if entry.blob and not entry.writing and not entry.loading:
