@@ -99,6 +99,7 @@ class ReadGuard(Generic[T]):
     def release(self) -> None:
         """Unpin the value. Idempotent."""
         if self.__enter__ is not _released:
+            self.__class__ = ReadGuard  # a _Droppable is never released (see there)
             self.__enter__ = _released  # type: ignore[method-assign]
             handle = self._handle
             handle._pool._release(handle._entry, False, self._owner)
@@ -136,8 +137,9 @@ class ReadGuard(Generic[T]):
 class _Droppable(ReadGuard[T]):
     """A read guard that dropping releases (in the background): what `Fb.load` returns.
 
-    Its ``__exit__`` turns it into a plain `ReadGuard` before releasing it, so the common
-    ``with handle.load()`` pays for no ``__del__`` call when the guard dies.
+    Every release (``__exit__``, `release`) turns it into a plain `ReadGuard` first, so the
+    common ``with handle.load()`` pays for no ``__del__`` call when the guard dies, and a
+    `_Droppable` always holds its pin.
     """
 
     __slots__ = ()
@@ -148,22 +150,19 @@ class _Droppable(ReadGuard[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # ReadGuard.__exit__, inline (a call would cost a frame), after the class switch.
+        # ReadGuard.__exit__, inline (a call would cost a frame), after the class switch;
+        # a _Droppable holds its pin, so the check that it was not released goes too.
         self.__class__ = ReadGuard  # type: ignore[assignment]
-        if self.__enter__ is not _released:
-            self.__enter__ = _released  # type: ignore[method-assign]
-            entry = self._handle._entry
-            entry.pins.remove(self._owner)
-            if not entry.fast:
-                self._handle._pool._unpinned(entry)
+        self.__enter__ = _released  # type: ignore[method-assign]
+        entry = self._handle._entry
+        entry.pins.remove(self._owner)
+        if not entry.fast:
+            self._handle._pool._unpinned(entry)
 
     def __del__(self) -> None:
-        if self.__enter__ is not _released:
-            self.__enter__ = _released  # type: ignore[method-assign]
-            handle = self._handle
-            _janitor.put(
-                functools.partial(handle._pool._release, handle._entry, False, self._owner)
-            )
+        self.__enter__ = _released  # type: ignore[method-assign]
+        handle = self._handle
+        _janitor.put(functools.partial(handle._pool._release, handle._entry, False, self._owner))
 
 
 def read_guard(handle: Fb[T], value: T, owner: object) -> ReadGuard[T]:
