@@ -388,9 +388,21 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         return value
 
     def _slow_load(self, entry: Entry, who: object, timeout: float | None) -> Any:
-        """The hit path found the gate shut: give back its pin, then take the locked path."""
-        self._release(entry, False, who)
-        return self._acquire(entry, False, who, timeout)
+        """The hit path found the gate shut: the locked path, whose first turn takes its pin."""
+        return self._acquire(entry, False, who, timeout, unpin=True)
+
+    def _unpin_locked(self, entry: Entry, who: object, batch: Batch) -> None:
+        """Under the lock: give back a read pin of ``who`` that the step after this re-takes.
+
+        What `_release` does, but for the re-offer of a cold item: the acquire step that
+        follows in the same lock section moves the item to the front, so offering it first
+        would only throw away the value about to be read. If that step waits or loads
+        instead, whoever holds the item then re-offers it when they let go.
+        """
+        forget_reader(entry, who)
+        if entry.closed and not entry.writer and quiet(entry):
+            self._finalize(entry, batch)
+        self._wake(entry, batch)
 
     def _unpinned(self, entry: Entry) -> None:
         """A lock-free release found the gate shut: do under the lock what it skipped."""

@@ -247,3 +247,59 @@ def test_a_hit_after_a_write_guard_sees_the_new_value(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="released"), reader:
             pass
         pool.close()
+
+
+class CountingLock:
+    """A pool lock that counts how often it is taken."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.taken = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self.taken += 1
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_a_miss_takes_the_lock_twice(tmp_path: Path) -> None:
+    """A load from storage decides under the lock once and installs under it once."""
+    store: BackingStore[str] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
+        pool: FBPool[str] = FBPool(store, max_items=4)
+        handle = pool.insert("cold")
+        assert handle.evict() > 0
+        store.finished(TIMEOUT)
+        counting = CountingLock()
+        pool._lock = counting  # type: ignore[assignment]
+        with handle.load() as value:
+            assert value == "cold"
+        assert counting.taken == 2
+        assert pool.statistics().misses == 1
+        pool.close()
+
+
+def test_a_warm_hit_takes_the_lock_once(tmp_path: Path) -> None:
+    """A hit on an item outside the hot segment reorders and pins in one lock section."""
+    store: BackingStore[str] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
+        pool: FBPool[str] = FBPool(store, max_items=4)
+        first = pool.insert("first")
+        others = [pool.insert("second"), pool.insert("third")]
+        assert first._entry.segment == 1
+        counting = CountingLock()
+        pool._lock = counting  # type: ignore[assignment]
+        with first.load() as value:
+            assert value == "first"
+        assert counting.taken == 1
+        assert pool.statistics().hits == 1
+        assert all(other.resident for other in others)
+        pool.close()
