@@ -28,11 +28,13 @@ from uuid import UUID
 from ._acquire import Acquire, Step
 from ._entry import (
     MISSING,
+    NO_VALUE,
     Batch,
     Entry,
     HitCount,
     add_reader,
     forget_reader,
+    getter,
     owner,
     quiet,
     regate,
@@ -215,7 +217,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
 
     def _drop(self, entry: Entry, batch: Batch, *, dirty: bool) -> None:
         batch.garbage.append(entry.value)
-        set_value(entry, MISSING)
+        entry.value = MISSING  # set_value, inline: this runs on every eviction
+        entry.get = NO_VALUE
         self._resident_items -= 1
         self._resident_bytes -= entry.size
         self._n["evictions_dirty" if dirty else "evictions_clean"] += 1
@@ -227,7 +230,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             self._offer_all(self._lru.set_weight(entry, 0), batch)
 
     def _install(self, entry: Entry, value: Any, size: int, batch: Batch) -> None:
-        set_value(entry, value)
+        entry.value = value  # set_value, inline: this runs on every miss
+        entry.get = getter(value)
         entry.size = size
         self._resident_items += 1
         self._resident_bytes += size

@@ -13,6 +13,7 @@ from uuid import UUID
 
 __all__ = [
     "MISSING",
+    "NO_VALUE",
     "Batch",
     "Entry",
     "HitCount",
@@ -43,7 +44,8 @@ def getter(value: Any) -> Callable[[], Any]:
     return repeat(value).__next__
 
 
-_NO_VALUE = getter(MISSING)
+NO_VALUE = getter(MISSING)
+"""The getter of an entry without a value."""
 
 
 class Entry:
@@ -105,7 +107,7 @@ class Entry:
     def __init__(self, key: UUID, value: Any, size: int, *, blob: bool = False) -> None:
         self.key = key
         self.value = value
-        self.get = _NO_VALUE if value is MISSING else getter(value)
+        self.get = NO_VALUE if value is MISSING else getter(value)
         self.size = size
         self.stored_nbytes: int | None = None
         self.blob = blob
@@ -220,7 +222,7 @@ def regate(entry: Entry) -> None:
 def set_value(entry: Entry, value: Any) -> None:
     """Give ``entry`` a new value (or `MISSING`), and the hit path's getter of it."""
     entry.value = value
-    entry.get = _NO_VALUE if value is MISSING else getter(value)
+    entry.get = NO_VALUE if value is MISSING else getter(value)
 
 
 def check_timeout(timeout: float | None) -> float | None:

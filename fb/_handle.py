@@ -156,7 +156,13 @@ class Fb(Generic[T]):
             guard._handle = self
             guard._owner = who
             return guard
-        return read_guard(self, self._pool._slow_load(entry, who, timeout), who)
+        self._pool._slow_load(entry, who, timeout)
+        # Pinned now: the value cannot change before the guard goes, nor can its getter.
+        guard = _Droppable()
+        guard.__enter__ = entry.get  # type: ignore[method-assign]
+        guard._handle = self
+        guard._owner = who
+        return guard
 
     def aload(self, timeout: float | None = None) -> Acquisition[ReadGuard[T]]:
         """Async twin of `load`: ``await handle.aload()`` or ``async with handle.aload() as v``.
