@@ -73,6 +73,7 @@ class Acquire(Generic[T]):
         ) -> tuple[Any, Step]: ...
         def _load_blob(self, entry: Entry, key: UUID, write: bool, who: object = None) -> Any: ...
         def _release(self, entry: Entry, write: bool, who: object = None) -> None: ...
+        def _unpin_locked(self, entry: Entry, who: object, batch: Batch) -> None: ...
 
     def _conflict(self, entry: Entry, who: object, write: bool) -> GuardConflictError | None:
         """Under the lock: the error if ``who`` would wait for its own guard of ``entry``."""
@@ -101,7 +102,13 @@ class Acquire(Generic[T]):
         )
 
     def _acquire_turn(
-        self, entry: Entry, write: bool, touched: bool, missed: bool, who: object
+        self,
+        entry: Entry,
+        write: bool,
+        touched: bool,
+        missed: bool,
+        who: object,
+        unpin: bool = False,
     ) -> tuple[Any, Step, bool]:
         """One turn of the acquire loop shared by `_acquire` and `_aacquire`.
 
@@ -109,35 +116,49 @@ class Acquire(Generic[T]):
         future and turn again, (MISSING, key, _) when the caller must load blob ``key``,
         or (MISSING, error, _) when ``who`` holds a guard that blocks it.
         ``missed`` says whether the item was out of memory on an earlier turn (a wait for
-        someone else's load still counts as a miss).
+        someone else's load still counts as a miss). ``unpin``: first give back the pin
+        the lock-free hit path took (see `Fb.load`), in the same lock section.
         """
         batch = Batch()
-        with self._lock:
-            value, step = self._acquire_step(entry, write, touched, batch, who)
-            if step is None:
-                if missed:
+        try:
+            with self._lock:
+                if unpin:
+                    self._unpin_locked(entry, who, batch)
+                value, step = self._acquire_step(entry, write, touched, batch, who)
+                if step is None:
+                    if missed:
+                        self._n["misses"] += 1
+                    else:
+                        self._hit_count.n += 1
+                elif isinstance(step, Future):
+                    missed = missed or entry.value is MISSING
+                elif isinstance(step, UUID):
                     self._n["misses"] += 1
-                else:
-                    self._hit_count.n += 1
-            elif isinstance(step, Future):
-                missed = missed or entry.value is MISSING
-            elif isinstance(step, UUID):
-                self._n["misses"] += 1
-        self._after(batch)
+        finally:
+            self._after(batch)
         return value, step, missed
 
-    def _acquire(self, entry: Entry, write: bool, who: object, timeout: float | None = None) -> Any:
+    def _acquire(
+        self,
+        entry: Entry,
+        write: bool,
+        who: object,
+        timeout: float | None = None,
+        unpin: bool = False,
+    ) -> Any:
         """Blocking acquire of ``who``'s read (or write) pin; loads in this thread on a miss.
 
-        Waits for other holders at most ``timeout`` seconds (None: no limit).
+        Waits for other holders at most ``timeout`` seconds (None: no limit). ``unpin``:
+        ``who`` holds a pin the lock-free hit path took, which the first turn gives back.
         """
         # A plain loop rather than a generator shared with _aacquire: driving a generator
         # costs about 1 us per miss.
         deadline = None if timeout is None else time.monotonic() + timeout
         touched = missed = flushed = False
         while True:
-            value, step, missed = self._acquire_turn(entry, write, touched, missed, who)
+            value, step, missed = self._acquire_turn(entry, write, touched, missed, who, unpin)
             touched = True
+            unpin = False
             if step is None:
                 return value
             if isinstance(step, UUID):

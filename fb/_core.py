@@ -26,7 +26,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from ._acquire import Acquire, Step
-from ._entry import MISSING, Batch, Entry, HitCount, add_reader, forget_reader, owner, quiet, regate
+from ._entry import (
+    MISSING,
+    NO_VALUE,
+    Batch,
+    Entry,
+    HitCount,
+    add_reader,
+    forget_reader,
+    getter,
+    owner,
+    quiet,
+    regate,
+    set_value,
+)
 from ._keys import new_key
 from ._lru import COLD, HOT, SegmentTaggingLRU
 from ._requests import Requests
@@ -204,7 +217,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
 
     def _drop(self, entry: Entry, batch: Batch, *, dirty: bool) -> None:
         batch.garbage.append(entry.value)
-        entry.value = MISSING
+        entry.value = MISSING  # set_value, inline: this runs on every eviction
+        entry.get = NO_VALUE
         self._resident_items -= 1
         self._resident_bytes -= entry.size
         self._n["evictions_dirty" if dirty else "evictions_clean"] += 1
@@ -216,7 +230,8 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             self._offer_all(self._lru.set_weight(entry, 0), batch)
 
     def _install(self, entry: Entry, value: Any, size: int, batch: Batch) -> None:
-        entry.value = value
+        entry.value = value  # set_value, inline: this runs on every miss
+        entry.get = getter(value)
         entry.size = size
         self._resident_items += 1
         self._resident_bytes += size
@@ -229,7 +244,7 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
             self._lru.remove(entry)
         if entry.value is not MISSING:
             batch.garbage.append(entry.value)
-            entry.value = MISSING
+            set_value(entry, MISSING)
             self._resident_items -= 1
             self._resident_bytes -= entry.size
         if entry.blob and not entry.writing and not entry.loading:
@@ -377,9 +392,21 @@ class PoolCore(Acquire[T], Requests[T], WriteBack[T]):
         return value
 
     def _slow_load(self, entry: Entry, who: object, timeout: float | None) -> Any:
-        """The hit path found the gate shut: give back its pin, then take the locked path."""
-        self._release(entry, False, who)
-        return self._acquire(entry, False, who, timeout)
+        """The hit path found the gate shut: the locked path, whose first turn takes its pin."""
+        return self._acquire(entry, False, who, timeout, unpin=True)
+
+    def _unpin_locked(self, entry: Entry, who: object, batch: Batch) -> None:
+        """Under the lock: give back a read pin of ``who`` that the step after this re-takes.
+
+        What `_release` does, but for the re-offer of a cold item: the acquire step that
+        follows in the same lock section moves the item to the front, so offering it first
+        would only throw away the value about to be read. If that step waits or loads
+        instead, whoever holds the item then re-offers it when they let go.
+        """
+        forget_reader(entry, who)
+        if entry.closed and not entry.writer and quiet(entry):
+            self._finalize(entry, batch)
+        self._wake(entry, batch)
 
     def _unpinned(self, entry: Entry) -> None:
         """A lock-free release found the gate shut: do under the lock what it skipped."""

@@ -7,28 +7,45 @@ import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from itertools import repeat
 from typing import Any, TypeVar
 from uuid import UUID
 
 __all__ = [
     "MISSING",
+    "NO_VALUE",
     "Batch",
     "Entry",
     "HitCount",
     "add_reader",
     "check_timeout",
     "forget_reader",
+    "getter",
     "holds_read",
     "owner",
     "quiet",
     "regate",
     "same_owner",
+    "set_value",
     "wait",
 ]
 
 R = TypeVar("R")
 
 MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
+
+
+def getter(value: Any) -> Callable[[], Any]:
+    """A callable written in C that returns ``value``: a read guard's ``__enter__``.
+
+    ``with`` calls what it finds as ``__enter__``; a C callable there costs a fraction of a
+    Python frame (see `fb._guards.ReadGuard`).
+    """
+    return repeat(value).__next__
+
+
+NO_VALUE = getter(MISSING)
+"""The getter of an entry without a value."""
 
 
 class Entry:
@@ -46,6 +63,9 @@ class Entry:
     prefetch's), so that a thread asking for a write guard while it holds a read guard is
     refused instead of waiting for itself; ``readers`` is their number.
 
+    ``get`` returns ``value`` (see `getter`), built once per value rather than once per hit;
+    set both through `set_value`, so that a value that leaves memory is not kept by ``get``.
+
     ``fast`` is the hit path's gate. The hit path takes no lock: it appends its pin to
     ``pins`` (one atomic list operation under the GIL), *then* reads ``fast``, and uses the
     value only if the gate was open. Every step that needs no read pin (dropping the value,
@@ -54,7 +74,8 @@ class Entry:
     off, or the hit sees the gate shut and takes the locked path: a pin is never lost. A
     release that finds the gate shut takes the locked path too, which re-offers, finalizes
     or wakes what was waiting for the pins to go. The gate is opened again under the lock
-    (`regate`) once nothing keeps it shut.
+    (`regate`) once nothing keeps it shut, and only for an item in the hot segment: the pool's
+    order shuts it when the item moves out (a hit there must reorder under the lock).
     ``source`` is the location a registered item's blob came from, until a write replaces it.
     ``unencodable`` is true once the codec refused the value: it is not offered for eviction
     again until a write guard (which may change it) is released.
@@ -67,6 +88,7 @@ class Entry:
         "early_bytes",
         "evicting",
         "fast",
+        "get",
         "key",
         "loading",
         "pins",
@@ -85,6 +107,7 @@ class Entry:
     def __init__(self, key: UUID, value: Any, size: int, *, blob: bool = False) -> None:
         self.key = key
         self.value = value
+        self.get = NO_VALUE if value is MISSING else getter(value)
         self.size = size
         self.stored_nbytes: int | None = None
         self.blob = blob
@@ -188,12 +211,18 @@ def quiet(entry: Entry) -> bool:
 def regate(entry: Entry) -> None:
     """Under the lock: open the hit path's gate if nothing needs it shut."""
     entry.fast = (
-        entry.value is not MISSING
+        entry.segment == 0  # hot: elsewhere a hit reorders, a release may re-offer
+        and entry.value is not MISSING
         and not entry.writer
         and not entry.closed
         and entry.waiter is None
-        and entry.segment != 2  # cold: a release must take the locked path to re-offer it
     )
+
+
+def set_value(entry: Entry, value: Any) -> None:
+    """Give ``entry`` a new value (or `MISSING`), and the hit path's getter of it."""
+    entry.value = value
+    entry.get = NO_VALUE if value is MISSING else getter(value)
 
 
 def check_timeout(timeout: float | None) -> float | None:

@@ -8,18 +8,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _janitor
+from ._entry import getter, set_value
 from .exceptions import NotPicklableError
 
 if TYPE_CHECKING:
     from ._handle import Fb
 
-__all__ = ["RELEASED", "Acquisition", "ReadGuard", "WriteGuard", "_Droppable", "read_guard"]
+__all__ = ["Acquisition", "ReadGuard", "WriteGuard", "_Droppable", "read_guard"]
 
 T = TypeVar("T")
 G = TypeVar("G", bound="ReadGuard[Any] | WriteGuard[Any]")
-
-RELEASED: Any = type("_Released", (), {"__repr__": lambda self: "<released>"})()
-"""What a released read guard holds instead of its value."""
 
 
 class Acquisition(Generic[G]):
@@ -58,6 +56,10 @@ class Acquisition(Generic[G]):
             self._guard.release()
 
 
+def _released() -> Any:
+    raise RuntimeError("the read guard was released")
+
+
 class ReadGuard(Generic[T]):
     """Pins a value in memory while held; ``with`` enters to the value itself.
 
@@ -70,39 +72,37 @@ class ReadGuard(Generic[T]):
         through a read guard (use `Fb.load_mut`).
     """
 
-    # No __init__: ``ReadGuard()`` then costs no Python frame; `read_guard` (and Fb.load,
-    # inline) set the slots. ``_value`` is RELEASED once released; ``_owner`` holds the pin
-    # (see fb._entry.owner).
-    __slots__ = ("_handle", "_owner", "_value")
+    # The hit path builds a guard per ``with handle.load()``, so what it costs is counted
+    # in instructions (docs/performance.md). No __init__: ``_Droppable()`` then costs no
+    # Python frame; `read_guard` (and Fb.load, inline) set the slots. ``__enter__`` is a
+    # slot, not a method: it holds a C callable that returns the value (fb._entry.getter),
+    # which ``with`` calls without a Python frame; once released it holds `_released`.
+    # ``_owner`` holds the pin (see fb._entry.owner).
+    __slots__ = ("__enter__", "_handle", "_owner")
 
     _handle: Fb[T]
     _owner: object
-    _value: T
+
+    if TYPE_CHECKING:  # what a type checker sees of the slot
+
+        def __enter__(self) -> T: ...
 
     def __repr__(self) -> str:
-        state = "released" if self._value is RELEASED else "held"
+        state = "released" if self.__enter__ is _released else "held"
         return f"<ReadGuard key={self._handle.key.hex} {state}>"
 
     @property
     def value(self) -> T:
         """The value; raises RuntimeError after `release`."""
-        value = self._value
-        if value is RELEASED:
-            raise RuntimeError("the read guard was released")
-        return value
+        return self.__enter__()
 
     def release(self) -> None:
         """Unpin the value. Idempotent."""
-        if self._value is not RELEASED:
-            self._value = RELEASED
+        if self.__enter__ is not _released:
+            self.__class__ = ReadGuard  # a _Droppable is never released (see there)
+            self.__enter__ = _released  # type: ignore[method-assign]
             handle = self._handle
             handle._pool._release(handle._entry, False, self._owner)
-
-    def __enter__(self) -> T:
-        value = self._value
-        if value is RELEASED:
-            raise RuntimeError("the read guard was released")
-        return value
 
     def __exit__(
         self,
@@ -110,8 +110,8 @@ class ReadGuard(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._value is not RELEASED:
-            self._value = RELEASED
+        if self.__enter__ is not _released:
+            self.__enter__ = _released  # type: ignore[method-assign]
             entry = self._handle._entry
             # Lock-free: unpin (one atomic list remove), then read the gate; a shut gate
             # means someone waits for the pins to go (see fb._entry.Entry).
@@ -120,7 +120,7 @@ class ReadGuard(Generic[T]):
                 self._handle._pool._unpinned(entry)
 
     async def __aenter__(self) -> T:
-        return self.value
+        return self.__enter__()
 
     async def __aexit__(
         self,
@@ -135,35 +135,41 @@ class ReadGuard(Generic[T]):
 
 
 class _Droppable(ReadGuard[T]):
-    """A read guard not yet entered: dropping it releases it (in the background).
+    """A read guard that dropping releases (in the background): what `Fb.load` returns.
 
-    ``__enter__`` turns it into a plain `ReadGuard`, whose ``with`` block releases it, so
-    the common ``with handle.load()`` pays for no ``__del__`` call.
+    Every release (``__exit__``, `release`) turns it into a plain `ReadGuard` first, so the
+    common ``with handle.load()`` pays for no ``__del__`` call when the guard dies, and a
+    `_Droppable` always holds its pin.
     """
 
     __slots__ = ()
 
-    def __enter__(self) -> T:
-        value = self._value
-        if value is RELEASED:
-            raise RuntimeError("the read guard was released")
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # ReadGuard.__exit__, inline (a call would cost a frame), after the class switch;
+        # a _Droppable holds its pin, so the check that it was not released goes too.
         self.__class__ = ReadGuard  # type: ignore[assignment]
-        return value
+        self.__enter__ = _released  # type: ignore[method-assign]
+        entry = self._handle._entry
+        entry.pins.remove(self._owner)
+        if not entry.fast:
+            self._handle._pool._unpinned(entry)
 
     def __del__(self) -> None:
-        if self._value is not RELEASED:
-            self._value = RELEASED
-            handle = self._handle
-            _janitor.put(
-                functools.partial(handle._pool._release, handle._entry, False, self._owner)
-            )
+        self.__enter__ = _released  # type: ignore[method-assign]
+        handle = self._handle
+        _janitor.put(functools.partial(handle._pool._release, handle._entry, False, self._owner))
 
 
 def read_guard(handle: Fb[T], value: T, owner: object) -> ReadGuard[T]:
     """A read guard of ``handle`` holding ``value``, pinned by ``owner``."""
     guard: ReadGuard[T] = _Droppable()
+    guard.__enter__ = getter(value)  # type: ignore[method-assign]
     guard._handle = handle
-    guard._value = value
     guard._owner = owner
     return guard
 
@@ -199,7 +205,7 @@ class WriteGuard(Generic[T]):
     def value(self, new: T) -> None:
         if self._released:
             raise RuntimeError("the write guard was released")
-        self._handle._entry.value = new
+        set_value(self._handle._entry, new)
 
     def release(self) -> None:
         """Give the value back to the pool. Idempotent."""

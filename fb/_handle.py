@@ -147,15 +147,20 @@ class Fb(Generic[T]):
         # The hit path, without the lock: the pin first (one atomic list append), the gate
         # second (see fb._entry.Entry); a resident item in the hot segment needs no more.
         entry.pins.append(who)
-        if entry.fast and entry.segment == 0 and not self._shared.closed:
-            value = entry.value
+        if entry.fast and not self._shared.closed:
             self._hits.n += 1  # a statistic: a lost increment would be harmless
-        else:
-            value = self._pool._slow_load(entry, who, timeout)
-        # read_guard(self, value, who), inline: a Python call less on a hit.
-        guard: ReadGuard[T] = _Droppable()
+            # read_guard(self, value, who), inline: a Python call less on a hit; the
+            # entry's getter is built once per value, not once per hit.
+            guard: ReadGuard[T] = _Droppable()
+            guard.__enter__ = entry.get  # type: ignore[method-assign]
+            guard._handle = self
+            guard._owner = who
+            return guard
+        self._pool._slow_load(entry, who, timeout)
+        # Pinned now: the value cannot change before the guard goes, nor can its getter.
+        guard = _Droppable()
+        guard.__enter__ = entry.get  # type: ignore[method-assign]
         guard._handle = self
-        guard._value = value
         guard._owner = who
         return guard
 

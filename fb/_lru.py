@@ -190,6 +190,8 @@ class SegmentedLRU(Generic[K]):
         self._bytes[seg] += weight
         if self._tagging:
             key.segment = seg  # type: ignore[attr-defined]
+            if seg != HOT:
+                key.fast = False  # type: ignore[attr-defined]
 
     def _fits(self, seg: int, weight: int) -> bool:
         """Would one more item of ``weight`` fit within the cumulative limit of ``seg``?"""
@@ -212,6 +214,8 @@ class SegmentedLRU(Generic[K]):
             self._segs[dst].move_to_end(key, last=False)
         if self._tagging:
             key.segment = dst  # type: ignore[attr-defined]
+            if dst != HOT:
+                key.fast = False  # type: ignore[attr-defined]
 
     def _cascade(self) -> list[K]:
         segs, counts, nbytes = self._segs, self._counts, self._bytes
@@ -245,9 +249,10 @@ class SegmentedLRU(Generic[K]):
 
 
 class Tagged(Hashable, Protocol):
-    """A key with room for its own segment (see `SegmentTaggingLRU`)."""
+    """A key with room for its own segment and a hit path's gate (see `SegmentTaggingLRU`)."""
 
     segment: int
+    fast: bool
 
 
 TK = TypeVar("TK", bound=Tagged)
@@ -256,9 +261,12 @@ TK = TypeVar("TK", bound=Tagged)
 class SegmentTaggingLRU(SegmentedLRU[TK]):
     """A `SegmentedLRU` that also writes each key's segment to ``key.segment`` (-1 once removed).
 
-    The pool's hit path checks an item's segment under the lock on every load: reading an
+    The pool reads an item's segment under the lock on every slow load: reading an
     attribute costs less than the dict lookup of `segment`, and the moves that pay for the
-    extra write happen on inserts, misses and warm hits, not on hot hits.
+    extra write happen on inserts, misses and warm hits, not on hot hits. A key placed
+    outside the hot segment also gets ``key.fast = False``: the pool's lock-free hit path
+    (see `fb._entry.Entry`) serves only hot items, since a hit elsewhere reorders. Only the
+    pool opens the gate again, under its lock.
     """
 
     __slots__ = ()

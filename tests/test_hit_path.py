@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,4 +149,157 @@ def test_a_pinned_item_pushed_out_leaves_memory_at_release(tmp_path: Path) -> No
         store.finished(TIMEOUT)
         assert not first.resident
         assert pool.statistics().resident_items == len(others)
+        pool.close()
+
+
+def python_calls(action: Callable[[], object]) -> list[str]:
+    """The names of the Python functions that ``action`` runs (itself first), in call order."""
+    names: list[str] = []
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        if event == "call":
+            names.append(frame.f_code.co_name)  # type: ignore[attr-defined]
+
+    sys.setprofile(profile)
+    try:
+        action()
+    finally:
+        sys.setprofile(None)
+    return names
+
+
+def test_a_hit_runs_load_and_exit_only(tmp_path: Path) -> None:
+    """``with handle.load()`` on a hot item runs two Python frames: the guard enters in C."""
+    store: BackingStore[str] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
+        pool: FBPool[str] = FBPool(store, max_items=8)
+        handle = pool.insert("hot")
+        seen: list[str] = []
+
+        def hit() -> None:
+            with handle.load() as value:
+                seen.append(value)
+
+        assert python_calls(hit) == ["hit", "load", "__exit__"]
+        assert seen == ["hot"]
+        assert handle._entry.pins == []
+        pool.close()
+
+
+def gate_open(handle: Fb[Any]) -> bool:
+    """Whether a hit on ``handle`` would take the lock-free path right now."""
+    return handle._entry.fast
+
+
+def test_an_item_out_of_the_hot_segment_takes_the_locked_path(tmp_path: Path) -> None:
+    """An item pushed into the warm segment has its gate shut; a hit moves it back and opens it."""
+    store: BackingStore[str] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
+        pool: FBPool[str] = FBPool(store, max_items=4)  # two items fit in the hot segment
+        first = pool.insert("first")
+        assert gate_open(first)
+        others = [pool.insert("second"), pool.insert("third")]
+        assert first._entry.segment == 1
+        assert not gate_open(first)
+        with first.load() as value:
+            assert value == "first"
+        assert first._entry.segment == 0
+        assert gate_open(first)
+        assert all(other.resident for other in others)
+        pool.close()
+
+
+class _Value:
+    """A value that can be weakly referenced, to see when it leaves memory."""
+
+
+def test_an_evicted_value_leaves_memory_after_hits(tmp_path: Path) -> None:
+    """Nothing the hit path keeps for an item holds its value once it was evicted."""
+    store: BackingStore[_Value] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
+        pool: FBPool[_Value] = FBPool(store, max_items=8)
+        handle = pool.insert(_Value())
+        with handle.load() as value:
+            ref = weakref.ref(value)
+        del value
+        assert handle.evict() > 0
+        store.finished(TIMEOUT)
+        gc.collect()
+        assert ref() is None
+        pool.close()
+
+
+def test_a_hit_after_a_write_guard_sees_the_new_value(tmp_path: Path) -> None:
+    """A value replaced through a write guard is what the next lock-free hit enters to."""
+    store: BackingStore[str] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
+        pool: FBPool[str] = FBPool(store, max_items=8)
+        handle = pool.insert("old")
+        with handle.load() as value:
+            assert value == "old"
+        with handle.load_mut() as writer:
+            writer.value = "new"
+        assert gate_open(handle)
+        with handle.load() as value:
+            assert value == "new"
+        reader = handle.load()
+        reader.release()
+        with pytest.raises(RuntimeError, match="released"), reader:
+            pass
+        pool.close()
+
+
+class CountingLock:
+    """A pool lock that counts how often it is taken."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.taken = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self.taken += 1
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_a_miss_takes_the_lock_twice(tmp_path: Path) -> None:
+    """A load from storage decides under the lock once and installs under it once."""
+    store: BackingStore[str] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
+        pool: FBPool[str] = FBPool(store, max_items=4)
+        handle = pool.insert("cold")
+        assert handle.evict() > 0
+        store.finished(TIMEOUT)
+        counting = CountingLock()
+        pool._lock = counting  # type: ignore[assignment]
+        with handle.load() as value:
+            assert value == "cold"
+        assert counting.taken == 2
+        assert pool.statistics().misses == 1
+        pool.close()
+
+
+def test_a_warm_hit_takes_the_lock_once(tmp_path: Path) -> None:
+    """A hit on an item outside the hot segment reorders and pins in one lock section."""
+    store: BackingStore[str] = BackingStore(FBStore("pickle", tmp_path / "cache"))
+    with store:
+        pool: FBPool[str] = FBPool(store, max_items=4)
+        first = pool.insert("first")
+        others = [pool.insert("second"), pool.insert("third")]
+        assert first._entry.segment == 1
+        counting = CountingLock()
+        pool._lock = counting  # type: ignore[assignment]
+        with first.load() as value:
+            assert value == "first"
+        assert counting.taken == 1
+        assert pool.statistics().hits == 1
+        assert all(other.resident for other in others)
         pool.close()

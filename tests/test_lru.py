@@ -343,10 +343,11 @@ def test_weighted_invariants(
 class TaggedKey:
     """A key that `SegmentTaggingLRU` can write its segment to; hashed by identity."""
 
-    __slots__ = ("segment",)
+    __slots__ = ("fast", "segment")
 
     def __init__(self) -> None:
         self.segment = -1
+        self.fast = True  # as if a pool had opened its hit path's gate
 
 
 @settings(max_examples=300, deadline=None)
@@ -376,3 +377,33 @@ def test_tagging_keeps_each_keys_segment_on_the_key(
             lru.set_weight(key, weight)
         for one in keys:
             assert one.segment == (lru.segment(one) if one in lru else -1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    max_items=st.none() | st.integers(min_value=0, max_value=9),
+    max_bytes=st.none() | st.integers(min_value=0, max_value=120),
+    ops=OPS,
+)
+def test_tagging_shuts_the_gate_of_a_key_that_leaves_the_hot_segment(
+    max_items: int | None, max_bytes: int | None, ops: list[tuple[str, int, int]]
+) -> None:
+    """A key placed outside segment 0 has ``fast`` false: a hit there must reorder it."""
+    lru: SegmentTaggingLRU[TaggedKey] = SegmentTaggingLRU(max_items=max_items, max_bytes=max_bytes)
+    keys = [TaggedKey() for _ in range(12)]
+    for op, index, weight in ops:
+        key = keys[index]
+        present = key in lru
+        if op == "push_front" and not present:
+            lru.push_front(key, weight)
+        elif op == "push_back" and not present:
+            lru.push_back(key, weight)
+        elif op == "touch" and present:
+            lru.touch(key)
+        elif op == "remove" and present:
+            lru.remove(key)
+        elif op == "set_weight" and present:
+            lru.set_weight(key, weight)
+        for one in keys:
+            if one in lru and lru.segment(one) != 0:
+                assert not one.fast, f"key in segment {lru.segment(one)} left its gate open"
