@@ -403,3 +403,32 @@ def test_a_forked_child_never_writes_frees_or_deletes_its_parents_segments(
     backend.store(uuid4(), b"after" * 100)  # the parent's slots and free lists still work
     backend.close()
     assert not segment_files(cache_dir)
+
+
+def test_persist_of_a_small_blob_is_one_in_kernel_copy_fsynced_before_its_rename(
+    backend: FBStore[Any], persist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Persist copies a slot with copy_file_range into a temporary file, fsyncs, renames."""
+    events: list[str] = []
+    real_copy, real_fsync, real_replace = os.copy_file_range, os.fsync, os.replace
+
+    def copy(*args: Any) -> int:
+        events.append("copy")
+        return real_copy(*args)
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(f"replace {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "copy_file_range", copy)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    key = uuid4()
+    backend.store(key, os.urandom(20_000))
+    events.clear()
+    backend.persist(key, PreparedPath(persist_dir))
+    assert events == ["copy", "fsync", f"replace {key.hex}"]
