@@ -431,4 +431,5 @@ def test_persist_of_a_small_blob_is_one_in_kernel_copy_fsynced_before_its_rename
     backend.store(key, os.urandom(20_000))
     events.clear()
     backend.persist(key, PreparedPath(persist_dir))
-    assert events == ["copy", "fsync", f"replace {key.hex}"]
+    # (Before the copy, the first persist there fsyncs the location's marker.)
+    assert events[events.index("copy") :] == ["copy", "fsync", f"replace {key.hex}"]
