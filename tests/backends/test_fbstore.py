@@ -334,7 +334,9 @@ def test_codec_mismatch_names_both_codecs(cache_dir: Path) -> None:
     writer.store(key, {"a": 1})
     assert writer.load(key) == {"a": 1}
     writer.close()
-    reader: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), sweep=False, segment_max=0)
+    reader: FBStore[Any] = FBStore(
+        PickleCodec(), PreparedPath(cache_dir), sweep=False, segment_max=0
+    )
     try:
         with pytest.raises(CodecError) as info:
             reader.load(key)
@@ -446,7 +448,9 @@ def test_sweep_false_keeps_leftovers(cache_dir: Path) -> None:
     first: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0)
     first.store(key, "kept")
     first.close()
-    second: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), sweep=False, segment_max=0)
+    second: FBStore[Any] = FBStore(
+        PickleCodec(), PreparedPath(cache_dir), sweep=False, segment_max=0
+    )
     try:
         assert second.load(key) == "kept"
         assert second.sweep() == 1
