@@ -54,7 +54,7 @@ def test_verify_names_a_damaged_slot_as_corrupt(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     keys, _, _ = _dead_segment_cache(cache, 3)
     # Find the blob's slot by the key in its head.
-    segment = next(cache.glob("seg-*.fbseg"))
+    segment = next(p for p in cache.glob("seg-*.fbseg") if keys[0].bytes in p.read_bytes())
     data = bytearray(segment.read_bytes())
     start = data.index(keys[0].bytes) + 16 + 8 + 100  # inside the payload
     data[start] ^= 0xFF

@@ -58,6 +58,7 @@ SLOT_HEAD = struct.Struct("<4sB3x16sQ")
 """A slot's head: magic, version, 3 bytes zero, the key (16 bytes), the framed length."""
 _ZERO_HEAD = bytes(SLOT_HEAD.size)
 _UNIT = 1024
+_SLACK = 512
 _GROW_BYTES = 4 << 20
 """A segment grows by about this much at once (one ``fallocate`` for many slots)."""
 _GROW_SLOTS = 64
@@ -67,16 +68,18 @@ _O_NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | getattr(os, "O_NOFOLL
 
 
 def slot_size(size: int) -> int:
-    """Return the slot size for ``size`` bytes: whole KiB, four classes per doubling.
+    """Return the slot size for ``size`` bytes: whole KiB, four classes per doubling, + 512.
 
     At most a quarter of a slot is waste (less above 16 KiB), and the classes are few, so a
-    freed slot is soon reused by a blob of about the same size.
+    freed slot is soon reused by a blob of about the same size. The 512 bytes above each
+    class hold the slot head and fb's framing: a value of a round size (64 KiB of bytes,
+    say) fits the class of its size rather than the next one up.
     """
-    units = -(-size // _UNIT)
+    units = -(-max(size - _SLACK, 1) // _UNIT)
     if units <= 4:
-        return max(units, 1) * _UNIT
+        return units * _UNIT + _SLACK
     step = 1 << (units.bit_length() - 3)
-    return -(-units // step) * step * _UNIT
+    return -(-units // step) * step * _UNIT + _SLACK
 
 
 def parse_slot_head(head: bytes | memoryview) -> tuple[UUID, int] | None:

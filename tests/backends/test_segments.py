@@ -333,19 +333,19 @@ def test_a_planted_link_with_a_segment_name_is_never_followed(tmp_path: Path) ->
     cache.mkdir(mode=0o700)
     victim = tmp_path / "victim"
     victim.write_bytes(b"keep me")
-    os.mkfifo(cache / f"seg-{os.getpid()}-2048.fbseg")
-    (cache / f"seg-{os.getpid()}-1024.fbseg").symlink_to(victim)
+    os.mkfifo(cache / f"seg-{os.getpid()}-2560.fbseg")
+    (cache / f"seg-{os.getpid()}-1536.fbseg").symlink_to(victim)
     backend: FBStore[Any] = FBStore(PickleCodec(), cache)
     try:
         keys = [uuid4(), uuid4()]
-        backend.store(keys[0], b"x" * 100)  # a slot of 1 KiB: the link's name
-        backend.store(keys[1], b"x" * 1500)  # a slot of 2 KiB: the FIFO's name
+        backend.store(keys[0], b"x" * 100)  # a slot of 1.5 KiB: the link's name
+        backend.store(keys[1], b"x" * 1500)  # a slot of 2.5 KiB: the FIFO's name
         assert [backend.blob_slot(k) for k in keys] == [None, None]
         assert [backend.load(k) for k in keys] == [b"x" * 100, b"x" * 1500]
         assert victim.read_bytes() == b"keep me"
     finally:
         backend.close()
-    assert (cache / f"seg-{os.getpid()}-1024.fbseg").is_symlink()
+    assert (cache / f"seg-{os.getpid()}-1536.fbseg").is_symlink()
 
 
 def test_segment_files_are_private(backend: FBStore[Any], cache_dir: Path) -> None:
@@ -355,14 +355,16 @@ def test_segment_files_are_private(backend: FBStore[Any], cache_dir: Path) -> No
         assert path.stat().st_mode & 0o777 == 0o600
 
 
-def test_slot_sizes_are_whole_kib_with_at_most_a_quarter_waste() -> None:
-    """Each size fits its slot, and a slot wastes at most a quarter of itself above 4 KiB."""
+def test_slot_sizes_fit_with_at_most_a_quarter_waste_and_round_values_fit_their_class() -> None:
+    """Each size fits its slot, a slot wastes at most a quarter above 4 KiB, and a round
+    value with its framing (64 KiB of bytes) takes the class of its size, not the next."""
     for size in range(1, SEGMENT_MAX, 997):
         slot = slot_size(size)
         assert slot >= size
-        assert slot % 1024 == 0
+        assert slot % 1024 == 512
         if size > 4096:
             assert slot - size <= slot // 4
+    assert slot_size(SLOT_HEAD.size + (64 << 10) + 60) == (64 << 10) + 512
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
