@@ -131,8 +131,8 @@ def _open(location: PreparedPath, file: StoredFile) -> IO[bytes]:
     if location.is_local:
         return open(open_regular(path), "rb")
     with remote_errors(location.fs.unstrip_protocol(path)):
-        file: IO[bytes] = location.fs.open(path, "rb", block_size=4 * _CHUNK)
-    return file
+        remote: IO[bytes] = location.fs.open(path, "rb", block_size=4 * _CHUNK)
+    return remote
 
 
 def _base(file: StoredFile) -> dict[str, Any]:

@@ -55,7 +55,14 @@ from ._safety import (
     open_regular,
     real_dirs,
 )
-from ._segments import SEGMENT_MAX, SEGMENT_NAME, SLOT_HEAD, Segments
+from ._segments import (
+    SEGMENT_MAX,
+    SEGMENT_NAME,
+    SLOT_HEAD,
+    Segments,
+    SpillSink,
+    sweep_segments,
+)
 
 __all__ = ["FBStore"]
 
@@ -129,42 +136,6 @@ def _with_path(exc: OSError, path: str) -> OSError:
     new = type(exc)(exc.errno or errno.EIO, exc.strerror or str(exc), path)
     new.__cause__ = exc
     return new
-
-
-class _SpillSink:
-    """Gathers a blob in memory while it fits a segment slot; past that, writes a file.
-
-    ``open_file`` is called once, when the blob outgrows ``limit``; everything gathered so
-    far and everything after goes to that descriptor through an `FdSink`. A piece that is
-    not immutable ``bytes`` is copied when gathered (its owner may reuse it once ``write``
-    returns); a small blob is at most a segment slot, so the copy is small.
-    """
-
-    __slots__ = ("_open", "fd", "limit", "parts", "sink", "size")
-
-    def __init__(self, limit: int, open_file: Any) -> None:
-        self.limit = limit
-        self._open = open_file
-        self.parts: list[Any] = []
-        self.size = 0
-        self.fd = -1
-        self.sink: FdSink | None = None
-
-    def write(self, data: Any) -> int:
-        if self.sink is not None:
-            return self.sink.write(data)
-        view = data if isinstance(data, memoryview) else memoryview(data)
-        size = view.nbytes
-        if self.size + size > self.limit:
-            self.fd = self._open()
-            self.sink = FdSink(self.fd)
-            for part in self.parts:
-                self.sink.write(part)
-            self.parts = []
-            return self.sink.write(data)
-        self.parts.append(data if isinstance(view.obj, bytes) else view.tobytes())
-        self.size += size
-        return size
 
 
 class FBStore(BlobReader[T]):
@@ -394,26 +365,10 @@ class FBStore(BlobReader[T]):
                         os.unlink(item.path)
                         removed += 1
         if self.path.is_local:
-            removed += self._sweep_segments()
+            segments = getattr(self, "_segments", None)  # None while __init__ sweeps
+            removed += sweep_segments(self.path.root, () if segments is None else segments.paths)
         if removed:
             _log.info("fb: swept %d leftover file(s) from %s", removed, self.path.root)
-        return removed
-
-    def _sweep_segments(self) -> int:
-        """Delete segment files of an earlier owner (regular files only, never a link)."""
-        segments = getattr(self, "_segments", None)
-        own = set() if segments is None else set(segments.paths)
-        removed = 0
-        with os.scandir(self.path.root) as entries:
-            for item in entries:
-                if (
-                    SEGMENT_NAME.match(item.name)
-                    and item.path not in own
-                    and item.is_file(follow_symlinks=False)
-                ):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(item.path)
-                        removed += 1
         return removed
 
     def close(self) -> None:
@@ -481,7 +436,7 @@ class FBStore(BlobReader[T]):
         # A blob that fits a segment slot is gathered in memory and written there (no file
         # created); a larger one goes to its temporary file as soon as it outgrows a slot.
         limit = 0 if segments is None else segments.limit - SLOT_HEAD.size
-        sink = _SpillSink(limit, open_temp)
+        sink = SpillSink(limit, open_temp)
         try:
             try:
                 size = self._encode(key, value, cast("IO[bytes]", sink), final)
@@ -575,24 +530,9 @@ class FBStore(BlobReader[T]):
         """
         segments = self._segments
         if segments is not None:
-            try:
-                found = segments.read(key)
-            except OSError as exc:
-                if isinstance(exc, FbError):
-                    raise
-                raise _with_path(exc, segments.root) from exc
+            found = segments.read(key)  # its errors name the segment file and offset
             if found is not None:
-                data, where = found
-                try:
-                    return self._decode_buffer(key, data, where)
-                except CorruptBlobError:
-                    # Freed (and perhaps reused) while it was read: the key is gone, and
-                    # the bytes read were never this key's blob.
-                    if not segments.still_holds(key, where):
-                        raise BlobNotFoundError(
-                            errno.ENOENT, f"no blob for key {key.hex} (was it deleted?)", where
-                        ) from None
-                    raise
+                return self._decode_slot(segments, key, *found)
         path = self.path.blob_path(key)
         try:
             if self.path.is_local:
@@ -641,6 +581,19 @@ class FBStore(BlobReader[T]):
                 raise
             except OSError as exc:
                 raise _with_path(exc, path) from exc
+
+    def _decode_slot(self, segments: Segments, key: UUID, data: memoryview, where: str) -> T:
+        """Check and decode blob ``key`` read from a segment slot (named ``where``)."""
+        try:
+            return self._decode_buffer(key, data, where)
+        except CorruptBlobError:
+            # Freed (and perhaps reused) while it was read: the key is gone, and the bytes
+            # read were never this key's blob.
+            if not segments.still_holds(key, where):
+                raise BlobNotFoundError(
+                    errno.ENOENT, f"no blob for key {key.hex} (was it deleted?)", where
+                ) from None
+            raise
 
     def delete(self, key: UUID) -> None:
         """Delete blob ``key``; a blob that is already gone is not an error."""

@@ -30,11 +30,12 @@ import re
 import struct
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
 from ..exceptions import BlobNotFoundError, CorruptBlobError
+from ._fdsink import FdSink
 
 __all__ = [
     "SEGMENT_MAX",
@@ -42,8 +43,10 @@ __all__ = [
     "SLOT_HEAD",
     "SLOT_MAGIC",
     "Segments",
+    "SpillSink",
     "parse_slot_head",
     "slot_size",
+    "sweep_segments",
 ]
 
 _log = logging.getLogger("fb")
@@ -375,6 +378,63 @@ class Segments:
         """The bytes this process's segment files take (their lengths)."""
         with self._lock:
             return sum(segment.end for segment in self._classes.values())
+
+
+class SpillSink:
+    """Gathers a blob in memory while it fits a segment slot; past that, writes a file.
+
+    ``open_file`` is called once, when the blob outgrows ``limit``; everything gathered so
+    far and everything after goes to that descriptor through an `FdSink`. A piece that is
+    not immutable ``bytes`` is copied when gathered (its owner may reuse it once ``write``
+    returns); a small blob is at most a segment slot, so the copy is small.
+    """
+
+    __slots__ = ("_open", "fd", "limit", "parts", "sink", "size")
+
+    def __init__(self, limit: int, open_file: Any) -> None:
+        self.limit = limit
+        self._open = open_file
+        self.parts: list[Any] = []
+        self.size = 0
+        self.fd = -1
+        self.sink: FdSink | None = None
+
+    def write(self, data: Any) -> int:
+        if self.sink is not None:
+            return self.sink.write(data)
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        size = view.nbytes
+        if self.size + size > self.limit:
+            self.fd = self._open()
+            self.sink = FdSink(self.fd)
+            for part in self.parts:
+                self.sink.write(part)
+            self.parts = []
+            return self.sink.write(data)
+        self.parts.append(data if isinstance(view.obj, bytes) else view.tobytes())
+        self.size += size
+        return size
+
+
+def sweep_segments(root: str, own: Iterable[str]) -> int:
+    """Delete the segment files in ``root`` but ``own``: regular files only, never a link.
+
+    Returns:
+        How many files were deleted.
+    """
+    keep = set(own)
+    removed = 0
+    with os.scandir(root) as entries:
+        for item in entries:
+            if (
+                SEGMENT_NAME.match(item.name)
+                and item.path not in keep
+                and item.is_file(follow_symlinks=False)
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(item.path)
+                    removed += 1
+    return removed
 
 
 def _named(exc: OSError, where: str) -> OSError:
