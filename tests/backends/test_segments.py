@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +16,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from fb import BackingStore, FBPool
+from fb._inspect import check_blob, list_location
 from fb.backends import FBStore, PreparedPath
 from fb.backends._segments import SEGMENT_MAX, SLOT_HEAD, parse_slot_head, slot_size
 from fb.codecs import PickleCodec
@@ -435,3 +438,86 @@ def test_persist_of_a_small_blob_is_one_in_kernel_copy_fsynced_before_its_rename
     backend.persist(key, PreparedPath(persist_dir))
     # (Before the copy, the first persist there fsyncs the location's marker.)
     assert events[events.index("copy") :] == ["copy", "fsync", f"replace {key.hex}"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_churning_a_pool_leaves_its_parents_slots_intact(
+    cache_dir: Path,
+) -> None:
+    """A child that loads, inserts, evicts and closes leaves the parent's segment bytes be."""
+    store = BackingStore(FBStore(PickleCodec(), PreparedPath(cache_dir)))
+    pool: FBPool[Any] = FBPool(store, max_items=1)
+    handles = [pool.insert(bytes([i]) * 3000) for i in range(6)]
+    store.finished()
+    before = {p.name: p.read_bytes() for p in segment_files(cache_dir)}
+    assert before
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for index, handle in enumerate(handles):
+                with handle.load() as value:
+                    assert value == bytes([index]) * 3000
+            for handle in handles[:3]:
+                handle.close()  # the parent's blobs: never freed by the child
+            mine = [pool.insert(b"child" * 600) for _ in range(4)]
+            store.finished()
+            assert any(f"seg-{os.getpid()}-" in p.name for p in segment_files(cache_dir))
+            del mine
+            pool.close()
+            store.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    after = {p.name: p.read_bytes() for p in segment_files(cache_dir)}
+    assert after == before  # the child's own segment files went with its store
+    for index, handle in enumerate(handles):
+        with handle.load() as value:
+            assert value == bytes([index]) * 3000
+    pool.close()
+    store.close()
+    assert not segment_files(cache_dir)
+
+
+def test_a_torn_slot_left_by_a_killed_writer_never_loads_and_is_swept(tmp_path: Path) -> None:
+    """A writer killed mid-pwritev leaves a slot verify calls corrupt; the next store sweeps it."""
+    cache = tmp_path / "cache"
+    script = f"""
+import os, signal, uuid
+from fb.backends import FBStore
+store = FBStore("pickle", {str(cache)!r})
+store.store(uuid.uuid4(), b"whole" * 400)
+real = os.pwritev
+def torn(fd, parts, offset):
+    data = b"".join(bytes(p) for p in parts)
+    os.pwrite(fd, data[: len(data) // 2], offset)  # half the slot reaches the file
+    os.kill(os.getpid(), signal.SIGKILL)
+os.pwritev = torn
+key = uuid.uuid4()
+print(key.hex, flush=True)
+store.store(key, b"torn" * 500)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert done.returncode == -9, done.stderr
+    torn_key = done.stdout.split()[0]
+    location = PreparedPath(cache)
+    infos = {b.key: check_blob(location, b) for b in list_location(location).blobs}
+    assert len(infos) == 2
+    assert infos[torn_key].status == "corrupt"
+    assert sum(info.ok for info in infos.values()) == 1
+    fresh: FBStore[Any] = FBStore(PickleCodec(), cache)
+    try:
+        assert not segment_files(cache)
+        with pytest.raises(BlobNotFoundError):
+            fresh.load(UUID(hex=torn_key))
+    finally:
+        fresh.close()
