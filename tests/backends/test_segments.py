@@ -6,7 +6,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -381,8 +380,6 @@ def test_a_forked_child_never_writes_frees_or_deletes_its_parents_segments(
     slot = backend.blob_slot(key)
     assert slot is not None
     before = {p.name: p.read_bytes() for p in segment_files(cache_dir)}
-    ready = threading.Event()
-    ready.set()
     pid = os.fork()
     if pid == 0:
         code = 1
