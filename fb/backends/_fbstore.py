@@ -142,7 +142,9 @@ class FBStore(BlobReader[T]):
     """A `Strategy` that keeps each blob as one file, ``root/xx/<32 hex>``, on a filesystem.
 
     On the local filesystem a blob is written under a temporary name in its shard and
-    renamed into place, so it is visible only complete. The cache directory is owned by one
+    renamed into place, so it is visible only complete; a small blob (see ``segment_max``)
+    goes into a slot of a segment file instead, ``root/seg-<pid>-<slot size>.fbseg``, with
+    no file created for it (`blob_slot` says where). Segments live as long as their store. The cache directory is owned by one
     store at a time: an advisory ``flock`` on ``root/.fb-lock`` (works across processes), and
     leftovers of an earlier owner (blobs and temporary files, never other names) are swept
     when the store opens.
