@@ -144,10 +144,10 @@ class FBStore(BlobReader[T]):
     On the local filesystem a blob is written under a temporary name in its shard and
     renamed into place, so it is visible only complete; a small blob (see ``segment_max``)
     goes into a slot of a segment file instead, ``root/seg-<pid>-<slot size>.fbseg``, with
-    no file created for it (`blob_slot` says where). Segments live as long as their store. The cache directory is owned by one
-    store at a time: an advisory ``flock`` on ``root/.fb-lock`` (works across processes), and
-    leftovers of an earlier owner (blobs and temporary files, never other names) are swept
-    when the store opens.
+    no file created for it (`blob_slot` says where). Segments live as long as their store.
+    The cache directory is owned by one store at a time: an advisory ``flock`` on
+    ``root/.fb-lock`` (works across processes), and leftovers of an earlier owner (blobs,
+    temporary files and segment files, never other names) are swept when the store opens.
 
     Every blob carries fb's header (magic, format version, codec name) and trailer (payload
     length, XXH3-64 checksum); a blob that fails them raises `CorruptBlobError` naming the
