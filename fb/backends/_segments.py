@@ -204,12 +204,12 @@ class Segments:
     def _segment(self, slot: int) -> _Segment | None:
         """This process's segment of ``slot`` size: opened on first use; None if refused."""
         segment = self._classes.get(slot)
-        if segment is not None or slot in self._refused:
+        if segment is not None or slot in self._refused or self._closed:
             return segment
         with self._open_lock:
             segment = self._classes.get(slot)
-            if segment is not None or slot in self._refused:
-                return segment
+            if segment is not None or slot in self._refused or self._closed:
+                return segment  # closed: no new file that close() would not delete
             path = f"{self.root}/seg-{os.getpid()}-{slot}.fbseg"
             try:
                 # Never through a planted link, never onto a file that is there already.

@@ -518,3 +518,29 @@ store.store(key, b"torn" * 500)
             fresh.load(UUID(hex=torn_key))
     finally:
         fresh.close()
+
+
+def test_a_store_used_after_close_creates_no_segment_file(cache_dir: Path) -> None:
+    """A write after close goes to a file of its own: no segment file outlives close()."""
+    backend: FBStore[Any] = FBStore(PickleCodec(), cache_dir)
+    backend.close()
+    key = uuid4()
+    backend.store(key, b"late")
+    assert backend.blob_slot(key) is None
+    assert not segment_files(cache_dir)
+
+
+def test_signed_small_blobs_round_trip_and_refuse_tampering(cache_dir: Path) -> None:
+    """A signing store keeps small blobs in segments, checks their HMAC, refuses an altered one."""
+    backend: FBStore[Any] = FBStore(PickleCodec(), cache_dir, secret_key=b"k" * 32)
+    try:
+        keys = [uuid4(), uuid4()]
+        for key in keys:
+            backend.store(key, {"v": os.urandom(2000)})
+        assert all(backend.blob_slot(k) is not None for k in keys)
+        assert isinstance(backend.load(keys[0]), dict)
+        _damage(backend, keys[1], 300)
+        with pytest.raises(CorruptBlobError, match=keys[1].hex):
+            backend.load(keys[1])
+    finally:
+        backend.close()
