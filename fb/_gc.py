@@ -270,7 +270,11 @@ def plan_gc(
         delete += [
             GcItem(file=f, reason="temporary file of a dead store") for f in listing.temp_files
         ]
-        delete += [GcItem(file=f, reason="blob of a dead store") for f in listing.blobs]
+        # Blobs in segment files go with their files.
+        delete += [
+            GcItem(file=f, reason="blob of a dead store") for f in listing.blobs if f.offset is None
+        ]
+        delete += [GcItem(file=f, reason="segment file of a dead store") for f in listing.segments]
     else:
         for file in listing.temp_files:
             if file.mtime is not None and now - file.mtime >= min_age:
@@ -325,7 +329,7 @@ def delete_files(location: PreparedPath, files: Iterable[StoredFile]) -> list[tu
     for file in files:
         top, sep, rest = file.name.partition("/")
         name = rest if sep and _SESSION.match(top) else file.name
-        if _classify(name, regular=True) not in ("blob", "temp", "lease"):
+        if _classify(name, regular=True) not in ("blob", "temp", "lease", "segment"):
             failures.append((file.name, "not a name fb owns; refused"))
         else:
             owned.append(file)

@@ -8,9 +8,11 @@ checks live in ``_inspect_blobs.py``, the clean-up plans in ``_gc.py``.
 A location holds three kinds of names fb owns, in the layout `fb.backends.FBStore` writes:
 blobs ``xx/<32 hex>`` (``xx`` the key's first two digits), temporary files
 ``xx/.<32 hex>.<hex>.tmp`` of writes in progress (or of writers that crashed), and at the top
-either a cache directory's lock file, the leases of a store on a non-local filesystem
-(``.fb-lease.<16 hex>``, see `fb.backends._lease`), or a persist location's marker. Every
-other name is foreign: it is reported, and nothing here ever deletes it.
+either a cache directory's lock file and its segment files ``seg-<pid>-<slot size>.fbseg``
+(small blobs, each in a slot after a slot head; see `fb.backends._segments`), the leases of
+a store on a non-local filesystem (``.fb-lease.<16 hex>``, see `fb.backends._lease`), or a
+persist location's marker. Every other name is foreign: it is reported, and nothing here
+ever deletes it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .backends._lease import LEASE_NAME
 from .backends._locations import MARKER_NAME, MARKER_TEXT, remote_errors
 from .backends._prepared_path import SHARDS, PreparedPath
 from .backends._safety import open_regular
+from .backends._segments import SEGMENT_NAME, SLOT_HEAD, parse_slot_head
 from .exceptions import UnsafeLocationError
 
 __all__ = [
@@ -67,12 +70,15 @@ class StoredFile:
         path: its path inside the location's filesystem.
         size: its size in bytes.
         mtime: when it was last modified (seconds since the epoch), if the filesystem says.
+        offset: for a blob in a segment file, where its bytes start in that file (``path``);
+            its name is then ``<segment file>/<32 hex>``. None for a file of its own.
     """
 
     name: str
     path: str
     size: int
     mtime: float | None
+    offset: int | None = None
 
     @property
     def shard(self) -> str:
@@ -100,6 +106,7 @@ class Listing:
         marker: whether the persist marker fb writes is there.
         leases: the leases of stores using the location (not on local disk, where the
             lock file serves).
+        segments: a cache directory's segment files (their blobs are in ``blobs``).
     """
 
     url: str
@@ -110,6 +117,7 @@ class Listing:
     lock_file: bool
     marker: bool
     leases: tuple[StoredFile, ...] = ()
+    segments: tuple[StoredFile, ...] = ()
 
     @property
     def kind(self) -> Kind:
@@ -178,6 +186,8 @@ def _classify(rel: str, *, regular: bool) -> str:
     if not sep:
         if LEASE_NAME.match(rel):
             return "lease"
+        if SEGMENT_NAME.match(rel):
+            return "segment"
         return {LOCK_NAME: "lock", MARKER_NAME: "marker"}.get(rel, "foreign")
     if shard not in SHARDS or "/" in base:
         return "foreign"
@@ -241,6 +251,8 @@ def list_location(location: PreparedPath) -> Listing:
                 name=rel, path=path, size=int(info.get("size") or 0), mtime=_mtime(info)
             )
             groups.setdefault(_classify(rel, regular=True), []).append(file)
+    for segment in groups.get("segment", ()):
+        groups["blob"] += _segment_blobs(segment)
     marker = False
     if "marker" in groups:
         marker_file = groups["marker"][0]
@@ -256,7 +268,40 @@ def list_location(location: PreparedPath) -> Listing:
         lock_file="lock" in groups,
         marker=marker,
         leases=tuple(groups.get("lease", ())),
+        segments=tuple(groups.get("segment", ())),
     )
+
+
+def _segment_blobs(segment: StoredFile) -> list[StoredFile]:
+    """The live blobs of a segment file: every slot whose head is fb's (free slots are zero)."""
+    match = SEGMENT_NAME.match(segment.name)
+    slot = int(match.group(2)) if match else 0
+    if slot <= SLOT_HEAD.size:
+        return []
+    found: list[StoredFile] = []
+    try:
+        fd = open_regular(segment.path)
+    except (FileNotFoundError, IsADirectoryError):
+        return []  # deleted since it was listed (its store closed), or not a file of fb's
+    try:
+        size = os.fstat(fd).st_size
+        for start in range(0, size - SLOT_HEAD.size + 1, slot):
+            head = parse_slot_head(os.pread(fd, SLOT_HEAD.size, start))
+            if head is None:
+                continue
+            key, length = head
+            found.append(
+                StoredFile(
+                    name=f"{segment.name}/{key.hex}",
+                    path=segment.path,
+                    size=length,
+                    mtime=segment.mtime,
+                    offset=start + SLOT_HEAD.size,
+                )
+            )
+    finally:
+        os.close(fd)
+    return found
 
 
 def find_blob(location: PreparedPath, key: UUID | str) -> StoredFile | None:
@@ -275,7 +320,7 @@ def find_blob(location: PreparedPath, key: UUID | str) -> StoredFile | None:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             _check_local_root(location.root)  # no blob, or no location at all?
-            return None
+            return _find_in_segments(location.root, hexkey)
         if not stat.S_ISREG(st.st_mode):
             return None
         return StoredFile(name=name, path=path, size=st.st_size, mtime=st.st_mtime)
@@ -287,6 +332,21 @@ def find_blob(location: PreparedPath, key: UUID | str) -> StoredFile | None:
     if info.get("type") == "directory":
         return None
     return StoredFile(name=name, path=path, size=int(info.get("size") or 0), mtime=_mtime(info))
+
+
+def _find_in_segments(root: str, hexkey: str) -> StoredFile | None:
+    """Blob ``hexkey`` in a segment file of the cache directory ``root``, or None."""
+    with os.scandir(root) as entries:
+        segments = [entry for entry in entries if SEGMENT_NAME.match(entry.name)]
+    for entry in sorted(segments, key=lambda entry: entry.name):
+        if not entry.is_file(follow_symlinks=False):
+            continue  # a link or FIFO with a segment's name is not fb's: never opened
+        st = entry.stat(follow_symlinks=False)
+        whole = StoredFile(name=entry.name, path=entry.path, size=st.st_size, mtime=st.st_mtime)
+        for blob in _segment_blobs(whole):
+            if blob.key == hexkey:
+                return blob
+    return None
 
 
 # -- locks ------------------------------------------------------------------------------------

@@ -108,22 +108,31 @@ class Usage:
 # -- blobs ------------------------------------------------------------------------------------
 
 
-def _read_range(location: PreparedPath, path: str, start: int, end: int) -> bytes:
+def _read_range(location: PreparedPath, file: StoredFile, start: int, end: int) -> bytes:
+    path = file.path
+    if file.offset is not None:  # a blob in a segment file: a window of that file
+        with open(open_regular(path), "rb") as segment:
+            segment.seek(file.offset + start)
+            return segment.read(min(end, file.size) - start)
     if location.is_local:
-        with open(open_regular(path), "rb") as file:  # no link followed, no FIFO waited on
-            file.seek(start)
-            return file.read(end - start)
+        with open(open_regular(path), "rb") as raw:  # no link followed, no FIFO waited on
+            raw.seek(start)
+            return raw.read(end - start)
     with remote_errors(location.fs.unstrip_protocol(path)):
         data: bytes = location.fs.cat_file(path, start=start, end=end)
     return data
 
 
-def _open(location: PreparedPath, path: str) -> IO[bytes]:
+def _open(location: PreparedPath, file: StoredFile) -> IO[bytes]:
+    if file.offset is not None:
+        # A blob in a segment file is small (a slot): read whole, then checked from memory.
+        return io.BytesIO(_read_range(location, file, 0, file.size))
+    path = file.path
     if location.is_local:
         return open(open_regular(path), "rb")
     with remote_errors(location.fs.unstrip_protocol(path)):
-        file: IO[bytes] = location.fs.open(path, "rb", block_size=4 * _CHUNK)
-    return file
+        remote: IO[bytes] = location.fs.open(path, "rb", block_size=4 * _CHUNK)
+    return remote
 
 
 def _base(file: StoredFile) -> dict[str, Any]:
@@ -148,7 +157,7 @@ def read_blob_header(location: PreparedPath, file: StoredFile) -> BlobInfo:
     fields = _base(file)
     try:
         header = read_header(
-            io.BytesIO(_read_range(location, file.path, 0, min(file.size, _HEADER_MAX)))
+            io.BytesIO(_read_range(location, file, 0, min(file.size, _HEADER_MAX)))
         )
     except CorruptBlobError as exc:
         return BlobInfo(**fields, error=str(exc))
@@ -176,8 +185,9 @@ def check_blob(
         OSError: storage failed.
     """
     fields = _base(file)
-    with _open(location, file.path) as raw:
-        size = os.fstat(raw.fileno()).st_size if location.is_local else file.size
+    with _open(location, file) as raw:
+        local_file = location.is_local and file.offset is None
+        size = os.fstat(raw.fileno()).st_size if local_file else file.size
         fields["size"] = size
         try:
             header = read_header(raw)

@@ -50,8 +50,13 @@ def flip(path: Path, offset: int) -> None:
 
 
 def write_blobs(root: Path, count: int, secret: str | None = None) -> list[UUID]:
-    """Write ``count`` blobs through an FBStore on ``root``, then close it as a dead store."""
-    store: FBStore[bytes] = FBStore(PickleCodec(), PreparedPath(root), secret_key=secret)
+    """Write ``count`` blobs through an FBStore on ``root``, then close it as a dead store.
+
+    Blob files (no segments, which a closing store deletes): the tests look at the files.
+    """
+    store: FBStore[bytes] = FBStore(
+        PickleCodec(), PreparedPath(root), secret_key=secret, segment_max=0
+    )
     keys = [uuid4() for _ in range(count)]
     try:
         for index, key in enumerate(keys):
@@ -91,6 +96,6 @@ def fixture_persisted(tmp_path: Path) -> tuple[Path, list[UUID]]:
 @pytest.fixture(name="live_store")
 def fixture_live_store(cache: Path) -> Iterator[FBStore[bytes]]:
     """A live store in this process that owns ``cache`` (holds its lock) during the test."""
-    store: FBStore[bytes] = FBStore(PickleCodec(), PreparedPath(cache))
+    store: FBStore[bytes] = FBStore(PickleCodec(), PreparedPath(cache), segment_max=0)
     yield store
     store.close()

@@ -132,7 +132,8 @@ def fixture_cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(name="counting")
 def fixture_counting(cache_dir: Path) -> CountingStore:
-    return CountingStore(FBStore(PickleCodec(), PreparedPath(cache_dir)))
+    # Blob files (no segments): tests reach a blob through ``blob_path`` to damage it.
+    return CountingStore(FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0))
 
 
 @pytest.fixture(name="store")

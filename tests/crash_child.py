@@ -159,7 +159,9 @@ def main(argv: list[str]) -> None:
 
     wrappers = Wrappers(trace=args.trace, kill=args.kill)
     store: BackingStore[bytes] = BackingStore(
-        FBStore(PickleCodec(), PreparedPath(args.cache)), max_workers=2
+        # Blob files (no segments): the kills count calls on blob files (os.replace...).
+        FBStore(PickleCodec(), PreparedPath(args.cache), segment_max=0),
+        max_workers=2,
     )
     # Two items fit: inserting the others writes the earlier ones back in the background,
     # so persist finds some blobs already written and writes the others itself. The kills

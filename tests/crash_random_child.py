@@ -72,7 +72,9 @@ def main(argv: list[str]) -> None:
 
     rng = random.Random(args.seed)
     store: BackingStore[bytes] = BackingStore(
-        FBStore(PickleCodec(), PreparedPath(args.cache)), max_workers=2
+        # Blob files (no segments): the kills count calls on blob files (os.replace...).
+        FBStore(PickleCodec(), PreparedPath(args.cache), segment_max=0),
+        max_workers=2,
     )
     pool: FBPool[bytes] = FBPool(store, max_items=2)  # most items are written back
     durable = store.track_path(args.durable)

@@ -84,8 +84,12 @@ class PersistCounting(CountingStore):
 
 @pytest.fixture(name="counting")
 def fixture_counting(cache_dir: Path) -> PersistCounting:
-    """Override of the shared fixture: the same counting store, persistence calls included."""
-    return PersistCounting(FBStore(PickleCodec(), PreparedPath(cache_dir)))
+    """Override of the shared fixture: the same counting store, persistence calls included.
+
+    Blob files (no segments): these tests follow a blob's file into its persist location
+    (a hard link); small blobs in segments are tests/backends/test_segments.py's.
+    """
+    return PersistCounting(FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0))
 
 
 @pytest.fixture(name="tracked")
@@ -101,7 +105,7 @@ def fixture_pool(store: BackingStore[Any]) -> FBPool[Any]:
 @contextlib.contextmanager
 def open_store(cache: Path) -> Iterator[tuple[BackingStore[Any], PersistCounting]]:
     """Open another store (a "second host" or a "later run") on ``cache``; close it after."""
-    counting = PersistCounting(FBStore(PickleCodec(), PreparedPath(cache)))
+    counting = PersistCounting(FBStore(PickleCodec(), PreparedPath(cache), segment_max=0))
     store: BackingStore[Any] = BackingStore(counting, max_workers=4)
     try:
         yield store, counting

@@ -9,6 +9,7 @@ run ends), since a deadlocked pool leaves threads no test can stop.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -17,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from uuid import UUID
 
+from fb._inspect import list_location
 from fb.backends import PreparedPath
 from fb.testing.faults import EACCES, EIO, ENOSPC, S3_CONNECTION, S3_SLOW_DOWN, ErrorFactory
 
@@ -56,7 +58,14 @@ def drain(call: Callable[[], object]) -> list[BaseException]:
 
 
 def blob_keys_on_storage(location: PreparedPath) -> set[UUID]:
-    """Return the keys of every complete blob under ``location`` (temporary names excluded)."""
+    """Return the keys of every complete blob under ``location`` (temporary names excluded).
+
+    On local disk that includes the blobs in segment files (their slot heads are read).
+    """
+    if location.is_local:
+        if not os.path.isdir(location.root):
+            return set()
+        return {UUID(hex=blob.key) for blob in list_location(location).blobs}
     fs = location.fs
     if hasattr(fs, "invalidate_cache"):
         fs.invalidate_cache()

@@ -91,7 +91,7 @@ CHILD = textwrap.dedent(
     """
     import sys, uuid
     from fb.backends import FBStore, PreparedPath
-    store = FBStore("pickle", PreparedPath(sys.argv[1]))
+    store = FBStore("pickle", PreparedPath(sys.argv[1]), segment_max=0)  # blob files
     for i in range(3):
         key = uuid.uuid4()
         store.store(key, b"x" * 1000)

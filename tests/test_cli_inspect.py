@@ -157,7 +157,7 @@ class RawCodec:
 
 def test_du_by_codec_and_by_shard(cache: Path, dead_cache: list[UUID]) -> None:
     """``fb du`` totals blobs and bytes per codec and per shard, temporary files apart."""
-    raw: FBStore[bytes] = FBStore(RawCodec(), PreparedPath(cache), sweep=False)
+    raw: FBStore[bytes] = FBStore(RawCodec(), PreparedPath(cache), sweep=False, segment_max=0)
     extra = uuid4()
     try:
         raw.store(extra, b"r" * 100)

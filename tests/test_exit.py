@@ -18,6 +18,7 @@ import pytest
 import fb
 from fb import BackingStore, FBPool
 from fb._exit import close_all
+from fb.backends._segments import SEGMENT_NAME
 from tests.conftest import TIMEOUT, CountingStore
 
 _BLOB = re.compile(r"^[0-9a-f]{32}$")
@@ -62,8 +63,13 @@ FORKING = """
 
     parent_cache, child_cache = sys.argv[1:3]
 
-    def blobs(root):
-        return sorted(name for _, _, names in os.walk(root) for name in names if len(name) == 32)
+    from fb._inspect import list_location
+    from fb.backends import PreparedPath
+
+    def blobs(root):  # blob files and blobs in segment files
+        if not os.path.isdir(root):
+            return []
+        return sorted(blob.key for blob in list_location(PreparedPath(root)).blobs)
 
     store = BackingStore(FBStore("pickle", parent_cache))
     pool = FBPool(store, max_items=1, write="on_evict")
@@ -109,8 +115,13 @@ def run(script: str, *args: object) -> subprocess.CompletedProcess[str]:
 
 
 def blobs(root: Path) -> list[str]:
-    """Names of the blob files under ``root`` (any shard)."""
-    return sorted(name for _, _, names in os.walk(root) for name in names if _BLOB.match(name))
+    """Names of the blob files under ``root`` (any shard), and of segment files there."""
+    return sorted(
+        name
+        for _, _, names in os.walk(root)
+        for name in names
+        if _BLOB.match(name) or SEGMENT_NAME.match(name)
+    )
 
 
 def test_exit_deletes_the_cache_blobs_of_an_unclosed_store(tmp_path: Path) -> None:

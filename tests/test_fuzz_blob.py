@@ -62,7 +62,7 @@ class Target:
 
 
 def make_target(root: Path, codec: str, secret: bytes | None) -> Target:
-    store: FBStore[Any] = FBStore(codec, PreparedPath(root), secret_key=secret)
+    store: FBStore[Any] = FBStore(codec, PreparedPath(root), secret_key=secret, segment_max=0)
     samples = SAMPLES + ([b"", bytes(range(256)) * 20] if codec == "pickle" else [])
     blobs = []
     for value in samples:
@@ -258,7 +258,9 @@ def fixture_framing(
 ) -> Iterator[Framing]:
     target = make_target(tmp_path_factory.mktemp("framing"), request.param, None)
     forger: FBStore[bytes] = FBStore(
-        RawCodec(target.store.codec.name), PreparedPath(tmp_path_factory.mktemp("forger"))
+        RawCodec(target.store.codec.name),
+        PreparedPath(tmp_path_factory.mktemp("forger")),
+        segment_max=0,
     )
     yield Framing(target, forger)
     forger.close()

@@ -33,7 +33,7 @@ def test_trailing_bytes_after_a_value_follow_one_rule_on_every_read_path(
     tmp_path: Path, size: int
 ) -> None:
     """A verified payload with bytes past the codec's value loads the same, small or large."""
-    store: FBStore[Any] = FBStore("pickle", tmp_path / "cache")
+    store: FBStore[Any] = FBStore("pickle", tmp_path / "cache", segment_max=0)
     with BackingStore(store) as backing:
         pool: FBPool[Any] = FBPool(backing, max_items=0)
         item = pool.insert(b"x")
@@ -49,7 +49,9 @@ def test_a_value_its_codec_cannot_encode_is_tried_once_not_on_every_read(
     tmp_path: Path,
 ) -> None:
     """An unencodable value past the budget stays resident, reported once, never rewritten."""
-    counting = CountingStore(FBStore(PickleCodec(), PreparedPath(tmp_path / "cache")))
+    counting = CountingStore(
+        FBStore(PickleCodec(), PreparedPath(tmp_path / "cache"), segment_max=0)
+    )
     store: BackingStore[Any] = BackingStore(counting)
     pool: FBPool[Any] = FBPool(store, max_items=0)
     item = pool.insert(lambda: 42)
@@ -101,7 +103,7 @@ def test_a_lock_file_deleted_under_a_live_store_never_lets_another_store_sweep_i
     item.write_now()
     (cache / ".fb-lock").unlink()
     with caplog.at_level(logging.WARNING, logger="fb"):
-        second: FBStore[Any] = FBStore("pickle", cache)
+        second: FBStore[Any] = FBStore("pickle", cache, segment_max=0)
     assert "not swept" in caplog.text
     with item.load() as value:
         assert value == "kept"
@@ -115,7 +117,7 @@ def test_an_explicit_sweep_refuses_when_the_lock_file_is_no_longer_this_stores(
 ) -> None:
     """`sweep()` checks that the lock file on disk is still the one this store holds."""
     cache = tmp_path / "cache"
-    store: FBStore[Any] = FBStore("pickle", cache)
+    store: FBStore[Any] = FBStore("pickle", cache, segment_max=0)
     with BackingStore(store) as backing:
         pool: FBPool[Any] = FBPool(backing, max_items=0)
         item = pool.insert("kept")

@@ -155,7 +155,8 @@ def _unblock(fifo: Path) -> None:
 
 def test_a_fifo_where_a_blob_should_be_fails_the_load_without_blocking(tmp_path: Path) -> None:
     """Loading a key whose blob is a FIFO raises CorruptBlobError at once; only files are blobs."""
-    with BackingStore(FBStore[Any]("pickle", tmp_path / "cache")) as store:
+    # A blob file (no segments): the test puts a FIFO where that file should be.
+    with BackingStore(FBStore[Any]("pickle", tmp_path / "cache", segment_max=0)) as store:
         pool: FBPool[Any] = FBPool(store, max_items=0)
         item = pool.insert("value")
         item.write_now()

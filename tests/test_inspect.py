@@ -36,7 +36,11 @@ class RawCodec:
 
 
 def write_blobs(root: Path, values: list[object], **kwargs: object) -> list[UUID]:
-    """Write ``values`` as blobs through an FBStore on ``root`` and close it (blobs stay)."""
+    """Write ``values`` as blobs through an FBStore on ``root`` and close it (blobs stay).
+
+    Blob files (no segments, which a closing store deletes): the tests look at the files.
+    """
+    kwargs.setdefault("segment_max", 0)
     store: FBStore[object] = FBStore(PickleCodec(), PreparedPath(root), **kwargs)  # type: ignore[arg-type]
     keys = [uuid4() for _ in values]
     try:
@@ -71,7 +75,7 @@ def fixture_keys(cache: Path) -> list[UUID]:
 @pytest.fixture(name="live")
 def fixture_live(cache: Path) -> Iterator[FBStore[object]]:
     """A live store that owns ``cache`` (it holds the lock) until the test ends."""
-    store: FBStore[object] = FBStore(PickleCodec(), PreparedPath(cache))
+    store: FBStore[object] = FBStore(PickleCodec(), PreparedPath(cache), segment_max=0)
     yield store
     store.close()
 
@@ -320,7 +324,7 @@ def test_find_blob(cache: Path, keys: list[UUID]) -> None:
 
 def test_usage_groups_by_codec_and_by_shard(cache: Path, keys: list[UUID]) -> None:
     """usage sums blobs and bytes per codec (two codecs here) and per shard."""
-    raw: FBStore[bytes] = FBStore(RawCodec(), PreparedPath(cache), sweep=False)
+    raw: FBStore[bytes] = FBStore(RawCodec(), PreparedPath(cache), sweep=False, segment_max=0)
     extra = uuid4()
     try:
         raw.store(extra, b"r" * 10)

@@ -16,6 +16,7 @@ import pytest
 
 import fb
 from fb import BackingStore, FBPool, TrackedPath
+from fb.backends._segments import SEGMENT_MAX
 from fb.exceptions import CodecError
 from tests.conftest import TIMEOUT, value_of
 from tests.crash_child import run_child
@@ -95,7 +96,9 @@ def test_fsync_reaches_the_new_files_and_their_directories(tmp_path: Path) -> No
     """In a child process whose os.fsync is wrapped, every link is fsynced with its directories."""
     cache, persist = tmp_path / "cache", tmp_path / "persist"
     persist.mkdir()
-    run = run_child(cache, persist, "--items", "3", "--size", "1000", "--trace", "--delete-one")
+    # Blobs above the segment threshold: files of their own, persisted by a hard link.
+    big = str(SEGMENT_MAX + 1000)
+    run = run_child(cache, persist, "--items", "3", "--size", big, "--trace", "--delete-one")
     assert run.returncode == 0, run.stderr
     lines = run.lines
     # The marker is fsynced under a temporary name before it is linked into place.
@@ -128,7 +131,8 @@ def test_fsync_reaches_the_new_files_and_their_directories(tmp_path: Path) -> No
 def test_cross_device_copy_is_fsynced_before_its_rename(tmp_path: Path, shm_dir: Path) -> None:
     """A copy to another device is written and fsynced under a temporary name, then renamed."""
     cache = tmp_path / "cache"
-    run = run_child(cache, shm_dir, "--items", "2", "--size", "100000", "--trace")
+    big = str(SEGMENT_MAX + 1000)  # blob files, not segment slots
+    run = run_child(cache, shm_dir, "--items", "2", "--size", big, "--trace")
     assert run.returncode == 0, run.stderr
     lines = run.lines
     start = 0

@@ -55,6 +55,14 @@ from ._safety import (
     open_regular,
     real_dirs,
 )
+from ._segments import (
+    SEGMENT_MAX,
+    SEGMENT_NAME,
+    SLOT_HEAD,
+    Segments,
+    SpillSink,
+    sweep_segments,
+)
 
 __all__ = ["FBStore"]
 
@@ -134,10 +142,12 @@ class FBStore(BlobReader[T]):
     """A `Strategy` that keeps each blob as one file, ``root/xx/<32 hex>``, on a filesystem.
 
     On the local filesystem a blob is written under a temporary name in its shard and
-    renamed into place, so it is visible only complete. The cache directory is owned by one
-    store at a time: an advisory ``flock`` on ``root/.fb-lock`` (works across processes), and
-    leftovers of an earlier owner (blobs and temporary files, never other names) are swept
-    when the store opens.
+    renamed into place, so it is visible only complete; a small blob (see ``segment_max``)
+    goes into a slot of a segment file instead, ``root/seg-<pid>-<slot size>.fbseg``, with
+    no file created for it (`blob_slot` says where). Segments live as long as their store.
+    The cache directory is owned by one store at a time: an advisory ``flock`` on
+    ``root/.fb-lock`` (works across processes), and leftovers of an earlier owner (blobs,
+    temporary files and segment files, never other names) are swept when the store opens.
 
     Every blob carries fb's header (magic, format version, codec name) and trailer (payload
     length, XXH3-64 checksum); a blob that fails them raises `CorruptBlobError` naming the
@@ -154,6 +164,10 @@ class FBStore(BlobReader[T]):
             the codec can run code (pickle).
         sweep: delete leftovers of an earlier owner on open (default: on local disk only;
             object-store prefixes may be shared, so they are never swept unless asked).
+        segment_max: on local disk, blobs whose slot (a 32-byte slot head and the blob)
+            takes at most this many bytes live in segment files, one per size class,
+            rather than in a file each (no file create per small blob; see
+            docs/concepts.md). 0 turns segments off. Ignored elsewhere.
 
     Notes:
         Thread-safe: every method may be called from several threads at once. Every method
@@ -169,7 +183,12 @@ class FBStore(BlobReader[T]):
         storage_options: Mapping[str, Any] | None = None,
         sweep: bool | None = None,
         secret_key: bytes | str | None = None,
+        segment_max: int = SEGMENT_MAX,
     ) -> None:
+        if not isinstance(segment_max, int) or isinstance(segment_max, bool):
+            raise TypeError(f"segment_max must be an int, not {segment_max!r}")
+        if segment_max < 0:
+            raise ValueError(f"segment_max must be >= 0, not {segment_max}")
         self._secret = check_secret(secret_key)
         self.codec: Codec[T] = get_codec(codec)
         # The exact header this store writes: a blob that starts with it takes the fast path.
@@ -199,6 +218,9 @@ class FBStore(BlobReader[T]):
                 )
             else:
                 self.sweep()
+        self._segments: Segments | None = None
+        if self.path.is_local and segment_max > SLOT_HEAD.size:
+            self._segments = Segments(self.path.root, segment_max)
         # No lock outside local disk: a lease tells `fb gc` this store is alive (_lease.py).
         self._lease = None if self.path.is_local else LeaseKeeper(self.path)
         if self._lease is not None:
@@ -238,6 +260,8 @@ class FBStore(BlobReader[T]):
                     )
 
     def _has_blobs(self) -> bool:
+        if any(SEGMENT_NAME.match(name) for name in os.listdir(self.path.root)):
+            return True
         for shard in real_dirs(self.path.root, _SHARD_SET & set(os.listdir(self.path.root))):
             with os.scandir(f"{self.path.root}/{shard}") as entries:
                 if any(_BLOB_NAME.match(e.name) or _TEMP_NAME.match(e.name) for e in entries):
@@ -342,13 +366,22 @@ class FBStore(BlobReader[T]):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(item.path)
                         removed += 1
+        if self.path.is_local:
+            segments = getattr(self, "_segments", None)  # None while __init__ sweeps
+            removed += sweep_segments(self.path.root, () if segments is None else segments.paths)
         if removed:
             _log.info("fb: swept %d leftover file(s) from %s", removed, self.path.root)
         return removed
 
     def close(self) -> None:
-        """Release the cache directory's lock. Idempotent."""
+        """Delete this store's segment files, release the cache directory's lock. Idempotent.
+
+        Blob files are deleted by their `BackingStore` (each key it still references);
+        blobs in segment files go with the files.
+        """
         with self._close_lock:
+            if self._segments is not None:
+                self._segments.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # closing the descriptor releases the flock
                 self._lock_fd = None
@@ -358,8 +391,19 @@ class FBStore(BlobReader[T]):
     # -- blobs -----------------------------------------------------------------------------
 
     def blob_path(self, key: UUID) -> str:
-        """Return where blob ``key`` lives."""
+        """Return where blob ``key`` lives as a file of its own (see `blob_slot`)."""
         return self.path.blob_path(key)
+
+    def blob_slot(self, key: UUID) -> tuple[str, int, int] | None:
+        """Return the segment file, offset and length of blob ``key``'s framed bytes.
+
+        None when the blob is not in a segment (a large or registered blob is a file at
+        `blob_path`, or there is no such blob).
+        """
+        if self._segments is None:
+            return None
+        where = self._segments.where(key)
+        return None if where is None else (where[0], where[2], where[3])
 
     def store(self, key: UUID, value: T) -> int:
         """Encode ``value`` as blob ``key``; return the blob's size in bytes.
@@ -377,27 +421,43 @@ class FBStore(BlobReader[T]):
         # or a child forked from it. The process ID and a counter do that without a system
         # call for random bytes (which would also hand the GIL over once more per blob).
         tmp = f"{shard}/.{name}.{os.getpid():08x}{next(_TEMP_SERIAL):x}.tmp"
+
+        def open_temp() -> int:
+            try:
+                try:
+                    return os.open(tmp, _O_CREATE, 0o600)
+                except FileNotFoundError:
+                    # Shard directories are made on first use: opening a store stays cheap.
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(shard, 0o700)
+                    return os.open(tmp, _O_CREATE, 0o600)
+            except OSError as exc:
+                raise _with_path(exc, tmp) from exc
+
+        segments = self._segments
+        # A blob that fits a segment slot is gathered in memory and written there (no file
+        # created); a larger one goes to its temporary file as soon as it outgrows a slot.
+        limit = 0 if segments is None else segments.limit - SLOT_HEAD.size
+        sink = SpillSink(limit, open_temp)
         try:
             try:
-                fd = os.open(tmp, _O_CREATE, 0o600)
-            except FileNotFoundError:
-                # Shard directories are made on first use: opening a store stays cheap.
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(shard, 0o700)
-                fd = os.open(tmp, _O_CREATE, 0o600)
-        except OSError as exc:
-            raise _with_path(exc, tmp) from exc
-        try:
-            try:
-                sink = FdSink(fd)
                 size = self._encode(key, value, cast("IO[bytes]", sink), final)
-                sink.close()
+                if sink.sink is None:
+                    if segments is not None and segments.write(key, sink.parts, size):
+                        return size
+                    sink.fd = open_temp()  # refused by the segments: a file after all
+                    sink.sink = FdSink(sink.fd)
+                    for part in sink.parts:
+                        sink.sink.write(part)
+                sink.sink.close()
             finally:
-                os.close(fd)
+                if sink.fd >= 0:
+                    os.close(sink.fd)
             os.replace(tmp, final)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if sink.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             if isinstance(exc, OSError) and not isinstance(exc, FbError):
                 raise _with_path(exc, final) from exc
             raise
@@ -470,6 +530,11 @@ class FBStore(BlobReader[T]):
                 intact bytes.
             OSError: storage failed; the message names the path.
         """
+        segments = self._segments
+        if segments is not None:
+            found = segments.read(key)  # its errors name the segment file and offset
+            if found is not None:
+                return self._decode_slot(segments, key, *found)
         path = self.path.blob_path(key)
         try:
             if self.path.is_local:
@@ -519,8 +584,23 @@ class FBStore(BlobReader[T]):
             except OSError as exc:
                 raise _with_path(exc, path) from exc
 
+    def _decode_slot(self, segments: Segments, key: UUID, data: memoryview, where: str) -> T:
+        """Check and decode blob ``key`` read from a segment slot (named ``where``)."""
+        try:
+            return self._decode_buffer(key, data, where)
+        except CorruptBlobError:
+            # Freed (and perhaps reused) while it was read: the key is gone, and the bytes
+            # read were never this key's blob.
+            if not segments.still_holds(key, where):
+                raise BlobNotFoundError(
+                    errno.ENOENT, f"no blob for key {key.hex} (was it deleted?)", where
+                ) from None
+            raise
+
     def delete(self, key: UUID) -> None:
         """Delete blob ``key``; a blob that is already gone is not an error."""
+        if self._segments is not None and self._segments.free(key):
+            return
         path = self.path.blob_path(key)
         if self.path.is_local:
             try:
@@ -536,6 +616,8 @@ class FBStore(BlobReader[T]):
 
     def exists(self, key: UUID) -> bool:
         """Return whether blob ``key`` is on storage."""
+        if self._segments is not None and key in self._segments:
+            return True
         path = self.path.blob_path(key)
         if self.path.is_local:
             try:
@@ -575,8 +657,13 @@ class FBStore(BlobReader[T]):
             paths += _locations.claim(location)
             with self._close_lock:
                 self._claimed.add(location.url)
+        slot = None if self._segments is None else self._segments.where(key)
         try:
-            paths += _locations.place(self.path, location, key, durable=True)
+            if slot is not None:
+                # A small blob: one in-kernel copy of its bytes out of the segment.
+                paths += _locations.place_range(slot, location, key)
+            else:
+                paths += _locations.place(self.path, location, key, durable=True)
         except OSError as exc:
             if isinstance(exc, FbError):
                 raise
@@ -593,6 +680,8 @@ class FBStore(BlobReader[T]):
         with remote_errors(location.fs.unstrip_protocol(source)):
             if not location.fs.exists(source):
                 return False
+        if self._segments is not None and key in self._segments:
+            return True  # the cache holds it already, in a segment
         try:
             _locations.place(location, self.path, key, durable=False)
         except FileNotFoundError:

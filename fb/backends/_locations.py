@@ -28,7 +28,7 @@ from ..exceptions import CorruptBlobError, FbError, ForeignLocationError, Unsafe
 from ._prepared_path import SHARDS, PreparedPath
 from ._safety import kind_of, open_regular
 
-__all__ = ["MARKER_NAME", "place", "remote_errors", "scan", "sync_paths"]
+__all__ = ["MARKER_NAME", "place", "place_range", "remote_errors", "scan", "sync_paths"]
 
 _log = logging.getLogger("fb")
 
@@ -41,6 +41,8 @@ _MARKER_TEMP = re.compile(r"^\.fb-persist\.[0-9a-f]+\.tmp$")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+_NO_COPY_RANGE = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+"""Errors of ``copy_file_range`` that mean "not here": copy through user space instead."""
 
 
 def _remote_error(exc: Exception, url: str) -> OSError:
@@ -324,6 +326,67 @@ def place(src: PreparedPath, dst: PreparedPath, key: UUID, *, durable: bool) -> 
         return synced
     with remote_errors(dst.fs.unstrip_protocol(target)):
         return _place_remote(src, dst, source, target, durable=durable)
+
+
+def place_range(slot: tuple[str, int, int, int], dst: PreparedPath, key: UUID) -> list[str]:
+    """Put the blob held in a byte range of a segment file into ``dst``; return paths to sync.
+
+    ``slot`` is the segment file's path, an open descriptor of it, the offset of the framed
+    blob and its length (`Segments.where`). On local disk the bytes go by
+    ``os.copy_file_range`` (in the kernel, a reflink where the filesystem shares extents)
+    into a temporary file, which is fsynced and renamed into place: the persisted blob is a
+    file of its own, as if it had been linked. An existing blob at ``dst`` is left as it is.
+
+    Raises:
+        OSError: the destination cannot be written; the message names the path.
+    """
+    _, fd, offset, length = slot
+    target = dst.blob_path(key)
+    if not dst.is_local:
+        with remote_errors(dst.fs.unstrip_protocol(target)):
+            if not dst.fs.exists(target):
+                # A small blob: one PUT of bytes read with one pread.
+                dst.fs.pipe_file(target, os.pread(fd, length, offset))
+        return []
+    shard = dst.shard_dir(key)
+    synced = [target, shard, dst.root]
+    if _check_shard(dst, shard, create=True) and os.path.lexists(target):
+        return synced
+    tmp = f"{shard}/.{key.hex}.{secrets.token_hex(4)}.tmp"
+    out = os.open(tmp, _O_NEW, 0o600)
+    try:
+        try:
+            _copy_range(fd, out, offset, length)
+            os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return synced
+
+
+def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
+    """Copy ``length`` bytes of ``src`` from ``offset`` to the start of ``dst``."""
+    done = 0
+    copy = getattr(os, "copy_file_range", None)
+    while copy is not None and done < length:
+        try:
+            got = copy(src, dst, length - done, offset + done, done)
+        except OSError as exc:
+            if exc.errno not in _NO_COPY_RANGE:
+                raise
+            break
+        if not got:
+            break
+        done += got
+    while done < length:  # no copy_file_range here (or it stopped): through user space
+        data = os.pread(src, min(length - done, 1 << 20), offset + done)
+        if not data:
+            raise OSError(errno.EIO, "segment file is shorter than its slot")
+        done += os.pwrite(dst, data, done)
 
 
 def _place_remote(

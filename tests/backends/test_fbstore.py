@@ -1,4 +1,8 @@
-"""FBStore on a local directory: layout, atomic writes, integrity, ownership, sweeping."""
+"""FBStore on a local directory: layout, atomic writes, integrity, ownership, sweeping.
+
+These tests look at blob files, so their stores keep every blob in a file of its own
+(``segment_max=0``); small blobs in segment files are tests/backends/test_segments.py's.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ class Probe:
 
 @pytest.fixture(name="backend")
 def fixture_backend(cache_dir: Path) -> Iterator[FBStore[Any]]:
-    backend: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir))
+    backend: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0)
     yield backend
     backend.close()
 
@@ -153,7 +157,7 @@ def test_delete_removes_and_tolerates_missing(backend: FBStore[Any]) -> None:
 
 def test_accepts_a_codec_name_and_a_plain_path(cache_dir: Path) -> None:
     """FBStore takes a codec name and a str path as well as objects."""
-    backend: FBStore[Any] = FBStore("pickle", str(cache_dir))
+    backend: FBStore[Any] = FBStore("pickle", str(cache_dir), segment_max=0)
     try:
         assert backend.codec.name == "pickle"
         assert backend.path.root == str(cache_dir)
@@ -326,11 +330,13 @@ def test_corrupt_blob_through_the_pool(store: BackingStore[Any], counting: Count
 def test_codec_mismatch_names_both_codecs(cache_dir: Path) -> None:
     """A blob written by one codec and read by another raises CodecError naming both."""
     key = uuid4()
-    writer: FBStore[Any] = FBStore(JsonCodec(), PreparedPath(cache_dir))
+    writer: FBStore[Any] = FBStore(JsonCodec(), PreparedPath(cache_dir), segment_max=0)
     writer.store(key, {"a": 1})
     assert writer.load(key) == {"a": 1}
     writer.close()
-    reader: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), sweep=False)
+    reader: FBStore[Any] = FBStore(
+        PickleCodec(), PreparedPath(cache_dir), sweep=False, segment_max=0
+    )
     try:
         with pytest.raises(CodecError) as info:
             reader.load(key)
@@ -349,11 +355,11 @@ def test_codec_mismatch_names_both_codecs(cache_dir: Path) -> None:
 def test_second_owner_in_process_is_refused(backend: FBStore[Any], cache_dir: Path) -> None:
     """A second store on a directory a live store owns raises StoreLockedError."""
     with pytest.raises(StoreLockedError, match=r"\.fb-lock") as info:
-        FBStore(PickleCodec(), PreparedPath(cache_dir))
+        FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0)
     assert isinstance(info.value, RuntimeError)
     backend.close()
     backend.close()  # idempotent
-    again: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir))
+    again: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0)
     again.close()
 
 
@@ -380,11 +386,11 @@ def test_second_owner_in_another_process_is_refused(cache_dir: Path) -> None:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
         with pytest.raises(StoreLockedError):
-            FBStore(PickleCodec(), PreparedPath(cache_dir))
+            FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0)
     finally:
         _, stderr = child.communicate(input="", timeout=TIMEOUT)
     assert child.returncode == 0, stderr
-    backend: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir))
+    backend: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0)
     backend.close()
 
 
@@ -413,7 +419,7 @@ def test_sweep_removes_only_fb_leftovers(cache_dir: Path) -> None:
     # The earlier owner left its lock file, as every store does: without one, a live store
     # may have lost it, and nothing is swept (tests/test_hardening.py).
     (cache_dir / ".fb-lock").write_text("4242\n")
-    backend: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir))
+    backend: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0)
     try:
         assert not leftover_blob.exists()
         assert not leftover_temp.exists()
@@ -429,7 +435,7 @@ def test_sweep_leaves_foreign_directories(cache_dir: Path) -> None:
     foreign = cache_dir / "ab" / ("ab" + "0" * 30)
     foreign.mkdir(parents=True)
     (foreign / "data").write_bytes(b"x")
-    backend: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir))
+    backend: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0)
     try:
         assert (foreign / "data").read_bytes() == b"x"
     finally:
@@ -439,10 +445,12 @@ def test_sweep_leaves_foreign_directories(cache_dir: Path) -> None:
 def test_sweep_false_keeps_leftovers(cache_dir: Path) -> None:
     """With sweep=False an opening store leaves an earlier owner's blobs in place."""
     key = uuid4()
-    first: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir))
+    first: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), segment_max=0)
     first.store(key, "kept")
     first.close()
-    second: FBStore[Any] = FBStore(PickleCodec(), PreparedPath(cache_dir), sweep=False)
+    second: FBStore[Any] = FBStore(
+        PickleCodec(), PreparedPath(cache_dir), sweep=False, segment_max=0
+    )
     try:
         assert second.load(key) == "kept"
         assert second.sweep() == 1

@@ -23,6 +23,8 @@ import pytest
 from distributed import Client, LocalCluster, Worker
 from distributed.sizeof import safe_sizeof
 
+from fb._inspect import StoredFile, list_location
+from fb.backends import PreparedPath
 from fb.exceptions import StoreClosedError
 from fb.integrations.dask import FbSpillBuffer, FbSpillPlugin, SpilledSize
 from tests.conftest import TIMEOUT
@@ -46,17 +48,18 @@ def array(i: int, nbytes: int = ITEM) -> np.ndarray[Any, Any]:
     return np.full(nbytes // 8, i, dtype="f8")
 
 
-def blob_files(buffer: FbSpillBuffer) -> list[Path]:
-    """Return the blobs in the buffer's local cache directory."""
-    return sorted(Path(buffer.location.root, "cache").glob("??/*"))
+def blob_files(buffer: FbSpillBuffer) -> list[StoredFile]:
+    """Return the blobs in the buffer's local cache directory (in segment files or not)."""
+    cache = Path(buffer.location.root, "cache")
+    return list(list_location(PreparedPath(cache)).blobs) if cache.is_dir() else []
 
 
-def blob_of(buffer: FbSpillBuffer, key: object) -> Path:
-    """Return the blob file of ``key`` in the buffer's local cache directory."""
+def blob_size(buffer: FbSpillBuffer, key: object) -> int:
+    """Return the size of the blob of ``key`` in the buffer's local cache directory."""
     handle = buffer._handle(key)
     assert handle is not None
-    (path,) = Path(buffer.location.root, "cache").glob(f"??/{handle.key.hex}")
-    return path
+    (blob,) = [blob for blob in blob_files(buffer) if blob.key == handle.key.hex]
+    return blob.size
 
 
 def pickle_errors(caplog: pytest.LogCaptureFixture, key: object) -> list[logging.LogRecord]:
@@ -215,7 +218,7 @@ def test_evict_spills_the_least_recently_used_value(roomy: FbSpillBuffer) -> Non
     assert set(roomy.fast) == {"k1", "k2", "k3"}
     assert roomy.manual_evictions == 1
     assert roomy.spilled_total.memory == safe_sizeof(values["k0"])
-    assert roomy.spilled_total.disk == blob_of(roomy, "k0").stat().st_size
+    assert roomy.spilled_total.disk == blob_size(roomy, "k0")
     assert roomy["k0"] is values["k0"]  # still referenced here: the live object
     assert roomy.statistics().loads == 0
     del values["k0"]
@@ -285,7 +288,7 @@ def test_spilled_total_counts_values_on_storage_only(buffer: FbSpillBuffer) -> N
     buffer.finished()
     expected = sum(safe_sizeof(array(0)) for _ in buffer.slow)
     assert expected > 0
-    on_disk = sum(blob_of(buffer, key).stat().st_size for key in buffer.slow)
+    on_disk = sum(blob_size(buffer, key) for key in buffer.slow)
     assert buffer.spilled_total == SpilledSize(expected, on_disk)
 
 
