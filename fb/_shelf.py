@@ -22,7 +22,7 @@ from ._shelf_layout import BLOBS_DIR, claim_shelf, open_cache
 from ._store import DEFAULT_MAX_WORKERS, BackingStore
 from .backends import PreparedPath
 from .codecs import get_codec
-from .exceptions import HandleClosedError, StoreClosedError
+from .exceptions import BlobNotFoundError, HandleClosedError, StoreClosedError
 from .typing import Codec
 
 __all__ = ["Shelf"]
@@ -132,7 +132,11 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
             if max_items is None and max_bytes is None:
                 max_bytes = DEFAULT_MAX_BYTES
             self.pool: FBPool[T] = FBPool(
-                self.store, max_items=max_items, max_bytes=max_bytes, sizeof=sizeof
+                self.store,
+                max_items=max_items,
+                max_bytes=max_bytes,
+                sizeof=sizeof,
+                write="on_evict",
             )
             # Not store.track_path: its scan lists every blob (one request per thousand on
             # S3) and the shelf never asks the TrackedPath which keys exist: a get registers
@@ -287,6 +291,10 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
                 return handle.load()
             except HandleClosedError:
                 continue  # replaced by another thread meanwhile: look it up again
+            except BlobNotFoundError:
+                # Replaced or deleted by another process since its record was read: read
+                # the record again (a get sees the new value, or raises KeyError).
+                self._stale(name, handle)
         raise KeyError(name)
 
     # -- storage ---------------------------------------------------------------------------

@@ -1,0 +1,176 @@
+"""fb.Shelf's cold path on local disk: gets of names not in memory, straight from the location."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from fb import Shelf
+from fb._shelf_index import Record, name_digest
+from fb.exceptions import CorruptBlobError
+
+
+@pytest.fixture(name="location")
+def fixture_location(tmp_path: Path) -> Path:
+    """Where the test's shelf lives (not created yet)."""
+    return tmp_path / "shelf"
+
+
+@pytest.fixture(name="decodes")
+def fixture_decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The names of the records decoded from storage during the test, in order."""
+    seen: list[str] = []
+    original = Record.decode.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Record], data: bytes, accessed: float) -> Record | None:
+        record = original(cls, data, accessed)
+        if record is not None:
+            seen.append(record.name)
+        return record
+
+    monkeypatch.setattr(Record, "decode", classmethod(counting))
+    yield seen
+
+
+def _cached_blobs(location: Path) -> list[Path]:
+    return [p for p in (location / "cache").glob("*/??/*") if not p.name.startswith(".")]
+
+
+def _on_load(shelf: Shelf[Any], hook: Callable[[UUID], None]) -> None:
+    """Run ``hook(key)`` before every blob load of ``shelf`` (on the loading thread)."""
+    strategy = shelf.store.strategy
+    original = strategy.load
+
+    def load(key: UUID) -> Any:
+        hook(key)
+        return original(key)
+
+    strategy.load = load  # type: ignore[method-assign]
+
+
+def test_a_cold_get_links_nothing_into_the_cache(location: Path) -> None:
+    """A get of a name not in memory reads its blob where it is: no link or copy per get."""
+    with Shelf[Any](location, max_items=4) as shelf:
+        for i in range(3):
+            shelf[f"n{i}"] = os.urandom(5000)
+    with Shelf[Any](location, max_items=4) as shelf:
+        for i in range(3):
+            assert len(shelf[f"n{i}"]) == 5000
+        shelf.store.finished()
+        assert _cached_blobs(location) == []
+        assert all(p.stat().st_nlink == 1 for p in (location / "blobs").glob("??/*"))
+
+
+def test_a_value_evicted_after_a_cold_get_loads_again(location: Path) -> None:
+    """A name read cold, pushed out of memory by others, loads again bit-exact."""
+    values = {f"n{i}": os.urandom(3000 + i) for i in range(5)}
+    with Shelf[Any](location, max_items=1) as shelf:
+        for name, value in values.items():
+            shelf[name] = value
+    with Shelf[Any](location, max_items=1) as shelf:
+        for _ in range(2):
+            for name, value in values.items():
+                assert shelf[name] == value
+        assert shelf.pool.statistics().resident_items == 1
+
+
+def test_a_cold_get_sees_a_name_another_shelf_replaced(location: Path) -> None:
+    """After another shelf replaced a name (same size, same record size), a get sees the new value."""
+    with Shelf[Any](location, max_items=0) as writer, Shelf[Any](location, max_items=4) as reader:
+        for round_ in range(20):
+            value = bytes([round_]) * 4000
+            writer["x"] = value
+            assert reader["x"] == value
+            assert reader["x"] == value  # served from memory: the record did not change
+
+
+def test_a_repeated_get_of_an_unchanged_name_decodes_no_record(
+    location: Path, decodes: list[str]
+) -> None:
+    """A stat tells a get that a name's record has not changed: it is not read again."""
+    with Shelf[Any](location, max_items=1) as shelf:
+        shelf["a"] = b"a" * 100
+        shelf["b"] = b"b" * 100
+    decodes.clear()
+    with Shelf[Any](location, max_items=1) as shelf:
+        for _ in range(3):
+            assert shelf["a"] == b"a" * 100  # "b" pushes "a" out of memory: a cold get
+            assert shelf["b"] == b"b" * 100
+        shelf["c"] = 1
+        assert shelf["c"] == 1  # this shelf's own set is known without a read
+    assert sorted(decodes) == ["a", "b"]
+
+
+def test_a_blob_replaced_between_record_and_load_gives_the_new_value(location: Path) -> None:
+    """A get whose blob another shelf replaced after the record was read reads the record again."""
+    with Shelf[Any](location, max_items=1) as writer:
+        writer["x"] = b"old" * 1000
+        with Shelf[Any](location, max_items=1) as reader:
+            replaced: list[UUID] = []
+
+            def replace_once(key: UUID) -> None:
+                if not replaced:
+                    replaced.append(key)
+                    writer["x"] = b"new" * 1000  # deletes the blob the reader is about to load
+
+            _on_load(reader, replace_once)
+            assert reader["x"] == b"new" * 1000
+            assert len(replaced) == 1
+
+
+def test_a_blob_deleted_between_record_and_load_is_a_key_error(location: Path) -> None:
+    """A get whose name another shelf deleted after the record was read raises KeyError."""
+    with Shelf[Any](location, max_items=1) as writer:
+        writer["x"] = b"old" * 1000
+        with Shelf[Any](location, max_items=1) as reader:
+
+            def delete(key: UUID) -> None:
+                if "x" in writer:
+                    del writer["x"]
+
+            _on_load(reader, delete)
+            with pytest.raises(KeyError):
+                reader["x"]
+            assert reader.get("x") is None
+
+
+def test_a_signed_shelf_refuses_an_unsigned_blob_on_a_cold_get(location: Path) -> None:
+    """A blob another shelf wrote without the secret key is refused on the cold path too."""
+    with Shelf[Any](location, max_items=1) as unsigned:
+        unsigned["a"] = [1, 2, 3]
+    with Shelf[Any](location, max_items=1, secret_key="k" * 32) as signed:
+        with pytest.raises(CorruptBlobError, match="not signed|signature"):
+            signed["a"]
+        signed["b"] = [4, 5]
+    with Shelf[Any](location, max_items=1, secret_key="k" * 32) as signed:
+        assert signed["b"] == [4, 5]
+
+
+def test_an_altered_blob_is_refused_on_a_cold_get(location: Path) -> None:
+    """A blob altered at the location raises CorruptBlobError naming it, never a wrong value."""
+    with Shelf[Any](location, max_items=1) as shelf:
+        shelf["a"] = b"z" * 5000
+    (blob,) = (location / "blobs").glob("??/*")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 1
+    blob.write_bytes(bytes(data))
+    with Shelf[Any](location, max_items=1) as shelf, pytest.raises(CorruptBlobError) as info:
+        shelf["a"]
+    assert blob.name in str(info.value)
+
+
+def test_records_of_two_quick_sets_differ_in_identity(location: Path) -> None:
+    """Two sets of one name write records a stat tells apart, even of one size in one instant."""
+    with Shelf[Any](location, max_items=1) as shelf:
+        record = location / "names" / name_digest("x")
+        idents = set()
+        for i in range(10):
+            shelf["x"] = i
+            st = record.stat()
+            idents.add((st.st_ino, st.st_mtime_ns, st.st_size))
+        assert len(idents) == 10
