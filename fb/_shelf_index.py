@@ -91,6 +91,17 @@ class Record:
     expire: float | None = None
     accessed: float = 0.0
 
+    def accessed_at(self, when: float) -> Record:
+        """Return this record as accessed at ``when`` (cheaper than `attrs.evolve`)."""
+        return Record(
+            name=self.name,
+            key=self.key,
+            size=self.size,
+            created=self.created,
+            expire=self.expire,
+            accessed=max(when, self.created),
+        )
+
     def expired(self, now: float) -> bool:
         """Return whether the record has expired at ``now``."""
         return self.expire is not None and now >= self.expire
@@ -237,7 +248,7 @@ class NameIndex:
                 # mtime set is exact, so the record stays known.
                 with contextlib.suppress(OSError):
                     os.utime(path, ns=(now, now), follow_symlinks=False)
-                    record = attrs.evolve(record, accessed=now / 1e9)
+                    record = record.accessed_at(now / 1e9)
                     self._remember(path, (ident[0], now, ident[2]), record)
         return record
 
@@ -276,7 +287,7 @@ class NameIndex:
                     os.unlink(tmp)
                 raise
             self._unsynced_add(path)
-            self._remember(path, (inode, now, len(data)), attrs.evolve(record, accessed=now / 1e9))
+            self._remember(path, (inode, now, len(data)), record.accessed_at(now / 1e9))
         else:
             with remote_errors(self.root.fs.unstrip_protocol(path)):
                 self.root.fs.pipe_file(path, data)

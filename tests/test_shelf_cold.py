@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -174,3 +175,48 @@ def test_records_of_two_quick_sets_differ_in_identity(location: Path) -> None:
             st = record.stat()
             idents.add((st.st_ino, st.st_mtime_ns, st.st_size))
         assert len(idents) == 10
+
+
+def test_an_async_get_of_a_replaced_blob_gives_the_new_value(location: Path) -> None:
+    """aload reads the record again when its blob was replaced after the record was read."""
+    with Shelf[Any](location, max_items=1) as writer:
+        writer["x"] = b"old" * 1000
+        with Shelf[Any](location, max_items=1) as reader:
+            replaced: list[UUID] = []
+
+            def replace_once(key: UUID) -> None:
+                if not replaced:
+                    replaced.append(key)
+                    writer["x"] = b"new" * 1000
+
+            _on_load(reader, replace_once)
+
+            async def get() -> Any:
+                async with reader.aload("x") as value:
+                    return value
+
+            assert asyncio.run(get()) == b"new" * 1000
+            assert len(replaced) == 1
+
+
+def test_a_set_links_its_blob_without_per_blob_checks(
+    location: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a shard is checked, a set into it places its blob with no lstat or probe."""
+    with Shelf[Any](location, max_items=4) as shelf:
+        for i in range(600):  # every shard of blobs/ placed into (and checked) once
+            shelf[f"warm{i}"] = i
+        lstats: list[str] = []
+        original = os.lstat
+
+        def counting(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            lstats.append(os.fspath(path))
+            return original(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "lstat", counting)
+        for i in range(20):
+            shelf[f"n{i}"] = i
+        monkeypatch.undo()
+        assert [p for p in lstats if "/blobs/" in p] == []
+        for i in range(20):
+            assert shelf[f"n{i}"] == i
