@@ -42,7 +42,7 @@ _MAX_KNOWN = 1 << 17
 """Records kept known by file identity (a few hundred bytes each) before starting over."""
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_SCAN = json.JSONDecoder().scan_once
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def check_name(name: object) -> str:

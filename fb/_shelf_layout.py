@@ -199,8 +199,9 @@ def open_cache(
     On local disk the cache sits next to the blobs (one device), so persisting is a hard
     link, and the store is a `ShelfStore`, which reads a blob registered from the location
     where it is (no copy into the cache); the cache of a shelf whose process died is taken
-    over (its shard directories exist). Off local disk it is a new temporary directory: a registered blob is downloaded
-    once, and survives its replacement (or deletion) on the object store.
+    over (its shard directories exist). Off local disk it is a new temporary directory: a
+    registered blob is downloaded once, and survives its replacement (or deletion) on the
+    object store.
     """
     if not location.is_local:
         directory = tempfile.mkdtemp(prefix="fb-shelf-")

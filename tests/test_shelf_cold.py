@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -23,19 +23,19 @@ def fixture_location(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(name="decodes")
-def fixture_decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def fixture_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the records decoded from storage during the test, in order."""
     seen: list[str] = []
     original = Record.decode.__func__  # type: ignore[attr-defined]
 
     def counting(cls: type[Record], data: bytes, accessed: float) -> Record | None:
-        record = original(cls, data, accessed)
+        record: Record | None = original(cls, data, accessed)
         if record is not None:
             seen.append(record.name)
         return record
 
     monkeypatch.setattr(Record, "decode", classmethod(counting))
-    yield seen
+    return seen
 
 
 def _cached_blobs(location: Path) -> list[Path]:
@@ -81,7 +81,7 @@ def test_a_value_evicted_after_a_cold_get_loads_again(location: Path) -> None:
 
 
 def test_a_cold_get_sees_a_name_another_shelf_replaced(location: Path) -> None:
-    """After another shelf replaced a name (same size, same record size), a get sees the new value."""
+    """A get sees a value another shelf set, of the same size (so a record of the same size)."""
     with Shelf[Any](location, max_items=0) as writer, Shelf[Any](location, max_items=4) as reader:
         for round_ in range(20):
             value = bytes([round_]) * 4000
@@ -145,7 +145,7 @@ def test_a_signed_shelf_refuses_an_unsigned_blob_on_a_cold_get(location: Path) -
     with Shelf[Any](location, max_items=1) as unsigned:
         unsigned["a"] = [1, 2, 3]
     with Shelf[Any](location, max_items=1, secret_key="k" * 32) as signed:
-        with pytest.raises(CorruptBlobError, match="not signed|signature"):
+        with pytest.raises(CorruptBlobError, match=r"not signed|signature"):
             signed["a"]
         signed["b"] = [4, 5]
     with Shelf[Any](location, max_items=1, secret_key="k" * 32) as signed:
