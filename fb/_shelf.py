@@ -71,9 +71,10 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
         storage_options: fsspec options for a URL ``location``, in one mapping.
         max_workers: background threads of the store.
         cache_bytes: bytes of blobs this shelf keeps in its local cache directory for names
-            read or set before but no longer in memory (default 1 GiB): a download saved
-            off local disk, a hard link (no space, unless the name is replaced elsewhere) on
-            it.
+            read or set before but no longer in memory (default 1 GiB): off local disk a
+            download saved; on it a hard link of each blob this shelf set (no space, unless
+            the name is replaced elsewhere), while blobs it only read are read where they
+            are.
         refresh: seconds a value this shelf read or set is served from memory without
             reading its name's record again (default 0: every get reads it, so a value
             another process set is seen at once). On an object store a record read is a
@@ -81,8 +82,10 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
 
     Notes:
         Thread-safe: any method may be called from several threads. Every method may
-        block on storage (even a get of a value in memory reads the name's record, so that
-        values set by other processes are seen, unless ``refresh`` spares it); the
+        block on storage (even a get of a value in memory checks the name's record, so that
+        values set by other processes are seen: one ``stat`` on local disk, which reads the
+        record again only when it changed, one GET on an object store, unless ``refresh``
+        spares it); the
         ``a``-twins never block the event loop. Close the shelf (or use ``with``) to release
         its cache directory; a shelf is not shared with a forked child (open one there).
     """
