@@ -126,8 +126,11 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
         claim_shelf(self.location)
         self._index = NameIndex(self.location)
         self._index.sweep_temps()
-        blobs = PreparedPath(f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs)
         strategy, self._cache_dir = open_cache(self.location, get_codec(codec), secret_key)
+        # The ShelfStore's own: it knows its blobs by identity, without comparing paths.
+        blobs = getattr(strategy, "blobs", None) or PreparedPath(
+            f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs
+        )
         try:
             self.store: BackingStore[T] = BackingStore(
                 strategy, max_workers=max_workers or DEFAULT_MAX_WORKERS

@@ -42,6 +42,10 @@ _MAX_KNOWN = 1 << 17
 """Records kept known by file identity (a few hundred bytes each) before starting over."""
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_COARSE = 1_000_000
+"""A record whose mtime is a whole number of milliseconds is read again on every get, never
+known by its stat: the filesystem may store coarse times (whole seconds on some), and two
+records of one name written within one tick in a reused inode would look alike."""
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
@@ -218,7 +222,7 @@ class NameIndex:
                 self._seen.pop(path, None)
                 return None
             ident = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if known is not None and known[0] == ident:
+        if known is not None and known[0] == ident and ident[1] % _COARSE:
             record = known[1]
         else:  # a name not read before costs no stat: the fstat below gives its identity
             try:
@@ -274,11 +278,12 @@ class NameIndex:
                     while view:
                         view = view[os.write(fd, view) :]
                     # An exact mtime, after the last write: two records of one name never
-                    # look alike to a stat (`read`), even on a filesystem whose own
-                    # timestamps are coarse (a jiffy) and which reuses the inode.
+                    # look alike to a stat (`read`), even where the kernel's own timestamps
+                    # are coarse (a jiffy) and the filesystem reuses the inode.
                     now = time.time_ns()
-                    os.utime(fd, ns=(now, now))
-                    inode = os.fstat(fd).st_ino
+                    with contextlib.suppress(OSError):
+                        os.utime(fd, ns=(now, now))
+                    written = os.fstat(fd)
                 finally:
                     os.close(fd)
                 os.replace(tmp, path)
@@ -287,7 +292,8 @@ class NameIndex:
                     os.unlink(tmp)
                 raise
             self._unsynced_add(path)
-            self._remember(path, (inode, now, len(data)), record.accessed_at(now / 1e9))
+            ident = (written.st_ino, written.st_mtime_ns, len(data))
+            self._remember(path, ident, record.accessed_at(written.st_mtime))
         else:
             with remote_errors(self.root.fs.unstrip_protocol(path)):
                 self.root.fs.pipe_file(path, data)

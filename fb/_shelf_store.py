@@ -74,9 +74,10 @@ class ShelfStore(FBStore[T]):
         and any surprise (a shard not checked yet, no hard links) take `FBStore.persist`.
         """
         shard = location.shard_dir(key)
-        if location != self.blobs or shard not in self._shards:
+        ours = location is self.blobs or location == self.blobs
+        if not ours or shard not in self._shards:
             paths = super().persist(key, location)
-            if location == self.blobs and os.path.isdir(shard) and not os.path.islink(shard):
+            if ours and os.path.isdir(shard) and not os.path.islink(shard):
                 self._shards.add(shard)  # made (or checked) by the persist just done
             return paths
         target = location.blob_path(key)
@@ -90,7 +91,7 @@ class ShelfStore(FBStore[T]):
 
     def register(self, key: UUID, location: PreparedPath) -> bool:
         """Register blob ``key``: from the shelf's blobs, without I/O (`load` reads it there)."""
-        if location == self.blobs:
+        if location is self.blobs or location == self.blobs:
             return True
         return super().register(key, location)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,18 @@ def test_a_set_links_its_blob_without_per_blob_checks(
         assert [p for p in lstats if "/blobs/" in p and p.split("/blobs/")[1][:2] in checked] == []
         for i in range(20):
             assert shelf[f"n{i}"] == i
+
+
+def test_a_record_with_a_coarse_mtime_is_read_on_every_get(
+    location: Path, decodes: list[str]
+) -> None:
+    """A record whose mtime is whole milliseconds (a coarse filesystem) is never known by stat."""
+    with Shelf[Any](location, max_items=4) as shelf:
+        shelf["a"] = 1
+        record = location / "names" / name_digest("a")
+        coarse = (time.time_ns() // 1_000_000) * 1_000_000
+        os.utime(record, ns=(coarse, coarse))
+        decodes.clear()
+        for _ in range(3):
+            assert shelf["a"] == 1
+        assert decodes == ["a", "a", "a"]
