@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -239,3 +240,37 @@ def test_a_record_with_a_coarse_mtime_is_read_on_every_get(
         for _ in range(3):
             assert shelf["a"] == 1
         assert decodes == ["a", "a", "a"]
+
+
+def test_a_reader_never_sees_a_name_go_back_to_an_older_value(location: Path) -> None:
+    """Gets of a name another shelf keeps replacing (same sizes) see its rounds in order."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    with Shelf[Any](location, max_items=0) as writer, Shelf[Any](location, max_items=4) as reader:
+        writer["hot"] = (0, b"v" * 1000)
+
+        def write() -> None:
+            try:
+                round_ = 1
+                while not stop.is_set() and round_ < 100_000:
+                    writer["hot"] = (round_, b"v" * 1000)
+                    round_ += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        try:
+            last, seen = -1, set[int]()
+            deadline = time.monotonic() + 60
+            while len(seen) < 50 and time.monotonic() < deadline:
+                round_, body = reader["hot"]
+                assert body == b"v" * 1000
+                assert round_ >= last, f"round {round_} after round {last}"
+                last = round_
+                seen.add(round_)
+        finally:
+            stop.set()
+            thread.join(30)
+    assert errors == []
+    assert len(seen) >= 2
