@@ -19,6 +19,7 @@ from ._shelf_async import _MISSING, RETRIES, AsyncTwins
 from ._shelf_handles import LiveHandles, pinned
 from ._shelf_index import NameIndex, Record, check_name
 from ._shelf_layout import BLOBS_DIR, claim_shelf, open_cache
+from ._shelf_store import ShelfStore
 from ._store import DEFAULT_MAX_WORKERS, BackingStore
 from .backends import PreparedPath
 from .codecs import get_codec
@@ -127,10 +128,11 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
         self._index = NameIndex(self.location)
         self._index.sweep_temps()
         strategy, self._cache_dir = open_cache(self.location, get_codec(codec), secret_key)
-        # The ShelfStore's own: it knows its blobs by identity, without comparing paths.
-        blobs = getattr(strategy, "blobs", None) or PreparedPath(
-            f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs
-        )
+        # A ShelfStore's own: it knows its blobs by identity, without comparing paths.
+        if isinstance(strategy, ShelfStore):
+            blobs = strategy.blobs
+        else:
+            blobs = PreparedPath(f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs)
         try:
             self.store: BackingStore[T] = BackingStore(
                 strategy, max_workers=max_workers or DEFAULT_MAX_WORKERS
