@@ -26,7 +26,6 @@ from typing import IO, TypeVar
 from uuid import UUID
 
 from .backends import FBStore, PreparedPath
-from .backends._fbstore import SMALL_BLOB, _with_path
 from .backends._safety import O_SAFE_READ, kind_of
 from .exceptions import BlobNotFoundError, CodecError, CorruptBlobError
 from .typing import Codec
@@ -34,6 +33,19 @@ from .typing import Codec
 __all__ = ["ShelfStore"]
 
 T = TypeVar("T")
+
+WHOLE_MAX = 1 << 20
+"""Blobs up to this size are read whole and checked before decoding; larger ones stream (as
+`FBStore.load` does: measured there, streaming a large blob saves a copy of it)."""
+
+
+def _with_path(exc: OSError, path: str) -> OSError:
+    """Return ``exc`` with ``path`` in its message (the same OSError subclass)."""
+    if exc.filename is not None:
+        return exc
+    new = type(exc)(exc.errno or errno.EIO, exc.strerror or str(exc), path)
+    new.__cause__ = exc
+    return new
 
 
 class ShelfStore(FBStore[T]):
@@ -133,7 +145,7 @@ class ShelfStore(FBStore[T]):
                     f"not a regular file but {kind_of(st.st_mode)}", key=key, path=path
                 )
             size = st.st_size
-            if size <= SMALL_BLOB:
+            if size <= WHOLE_MAX:
                 # One read into one buffer: the codec sees only verified bytes. A file
                 # that shrank meanwhile gives a short read, which fails the length checks.
                 data = os.read(fd, size)
