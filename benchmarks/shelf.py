@@ -15,10 +15,13 @@ once per name (a miss: it stores the result) and then again (a hit: it loads it)
 the standard library's ``dbm`` mapping. ``cold, kept`` is ``get cold`` by a caller that keeps
 every value it read: fb's pool keeps what it loads, and on a VM the first touch of fresh
 memory (page faults) can cost more than reading the page cache; keeping the values makes
-every system pay it. Each system's round runs in a process of its own, so that none reads
-into memory another one freed. Prints the median time per operation in
-microseconds, MB/s, and fb's speed-up over diskcache (>1: fb is faster). The best of
-``rounds`` rounds is kept for each cell. Numbers on a busy machine are noisy: compare ratios.
+every system pay it. ``cold, full`` is ``get cold`` through an object whose memory tier is
+full (fb's pool holds four values, so each get evicts one and reuses its memory, as in a
+long-running process; the others have no memory tier). Each system's round runs in a
+process of its own, so that none reads into memory another one freed. Prints the median
+time per operation in microseconds, MB/s, and fb's speed-up over diskcache (>1: fb is
+faster). The best of ``rounds`` rounds is kept for each cell. Numbers on a busy machine
+are noisy: compare ratios.
 """
 
 from __future__ import annotations
@@ -58,8 +61,9 @@ class System:
 
     name = ""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, memory: int | None = None) -> None:
         self.root = root
+        self.memory = memory  # bytes of values kept in memory, for systems that keep any
 
     def open(self) -> None:
         raise NotImplementedError
@@ -78,7 +82,7 @@ class FbShelf(System):
     name = "fb.Shelf"
 
     def open(self) -> None:
-        self.shelf: fb.Shelf[bytes] = fb.Shelf(self.root, max_bytes=2**30)
+        self.shelf: fb.Shelf[bytes] = fb.Shelf(self.root, max_bytes=self.memory or 2**30)
 
     def set(self, i: int, value: bytes) -> None:
         self.shelf[f"k{i}"] = value
@@ -178,7 +182,7 @@ def _directory(parent: str | None) -> Iterator[str]:
 
 
 def measure(system: type[System], size: int, count: int, parent: str | None) -> dict[str, float]:
-    """Return seconds per operation of one round: set, get warm, get cold."""
+    """Return seconds per operation of one round: set, the gets warm and cold."""
     values = [os.urandom(size) for _ in range(count)]
     with _directory(parent) as root:
         sut = system(os.path.join(root, "cache"))
@@ -200,7 +204,21 @@ def measure(system: type[System], size: int, count: int, parent: str | None) -> 
         cold_sut.open()
         cold_kept = _timed(count, lambda i: kept.append(cold_sut.get(i)))
         cold_sut.close()
-    return {"set": set_s, "get warm": warm, "get cold": cold, "cold, kept": cold_kept}
+        kept.clear()
+        # A memory tier that is full, as in a long-running process: fb's pool holds four
+        # values, so each get evicts one and its memory is reused. The others keep nothing
+        # in memory: for them this is `get cold` again.
+        full_sut = system(sut.root, memory=4 * size + 4096)
+        full_sut.open()
+        cold_full = _timed(count, full_sut.get)
+        full_sut.close()
+    return {
+        "set": set_s,
+        "get warm": warm,
+        "get cold": cold,
+        "cold, kept": cold_kept,
+        "cold, full": cold_full,
+    }
 
 
 def measure_apart(
