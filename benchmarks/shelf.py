@@ -15,18 +15,25 @@ once per name (a miss: it stores the result) and then again (a hit: it loads it)
 the standard library's ``dbm`` mapping. ``cold, kept`` is ``get cold`` by a caller that keeps
 every value it read: fb's pool keeps what it loads, and on a VM the first touch of fresh
 memory (page faults) can cost more than reading the page cache; keeping the values makes
-every system pay it. Prints the median time per operation in
-microseconds, MB/s, and fb's speed-up over diskcache (>1: fb is faster). The best of
-``rounds`` rounds is kept for each cell. Numbers on a busy machine are noisy: compare ratios.
+every system pay it. ``cold, full`` is ``get cold`` through an object whose memory tier is
+full (fb's pool holds four values, so each get evicts one and reuses its memory, as in a
+long-running process; the others have no memory tier). Each system's round runs in a
+process of its own, so that none reads into memory another one freed. Prints the median
+time per operation in microseconds, MB/s, and fb's speed-up over diskcache (>1: fb is
+faster). The best of ``rounds`` rounds is kept for each cell. Numbers on a busy machine
+are noisy: compare ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shelve
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -54,8 +61,9 @@ class System:
 
     name = ""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, memory: int | None = None) -> None:
         self.root = root
+        self.memory = memory  # bytes of values kept in memory, for systems that keep any
 
     def open(self) -> None:
         raise NotImplementedError
@@ -74,7 +82,7 @@ class FbShelf(System):
     name = "fb.Shelf"
 
     def open(self) -> None:
-        self.shelf: fb.Shelf[bytes] = fb.Shelf(self.root, max_bytes=2**30)
+        self.shelf: fb.Shelf[bytes] = fb.Shelf(self.root, max_bytes=self.memory or 2**30)
 
     def set(self, i: int, value: bytes) -> None:
         self.shelf[f"k{i}"] = value
@@ -150,13 +158,14 @@ class Shelve(System):
         self.db.close()
 
 
-def _available() -> list[type[System]]:
+def _available(*, quiet: bool = False) -> list[type[System]]:
     systems: list[type[System]] = [FbShelf]
     for system, module in ((DiskCache, "diskcache"), (JoblibMemory, "joblib")):
         try:
             __import__(module)
         except ImportError:
-            print(f"({module} is not installed: pip install {module}; skipped)")
+            if not quiet:
+                print(f"({module} is not installed: pip install {module}; skipped)")
         else:
             systems.append(system)
     systems.append(Shelve)
@@ -173,7 +182,7 @@ def _directory(parent: str | None) -> Iterator[str]:
 
 
 def measure(system: type[System], size: int, count: int, parent: str | None) -> dict[str, float]:
-    """Return seconds per operation of one round: set, get warm, get cold."""
+    """Return seconds per operation of one round: set, the gets warm and cold."""
     values = [os.urandom(size) for _ in range(count)]
     with _directory(parent) as root:
         sut = system(os.path.join(root, "cache"))
@@ -195,10 +204,52 @@ def measure(system: type[System], size: int, count: int, parent: str | None) -> 
         cold_sut.open()
         cold_kept = _timed(count, lambda i: kept.append(cold_sut.get(i)))
         cold_sut.close()
-    return {"set": set_s, "get warm": warm, "get cold": cold, "cold, kept": cold_kept}
+        kept.clear()
+        # A memory tier that is full, as in a long-running process: fb's pool holds four
+        # values, so each get evicts one and its memory is reused. The others keep nothing
+        # in memory: for them this is `get cold` again.
+        full_sut = system(sut.root, memory=4 * size + 4096)
+        full_sut.open()
+        cold_full = _timed(count, full_sut.get)
+        full_sut.close()
+    return {
+        "set": set_s,
+        "get warm": warm,
+        "get cold": cold,
+        "cold, kept": cold_kept,
+        "cold, full": cold_full,
+    }
+
+
+def measure_apart(
+    system: type[System], size: int, count: int, parent: str | None
+) -> dict[str, float]:
+    """`measure` in a new process: no system inherits the memory another one freed.
+
+    A value kept in memory costs a page fault per 4 KiB the first time it is touched, unless
+    the allocator hands out memory freed earlier in the process. Measured one after another
+    in one process, a system would read into what the previous one freed, and the cost of
+    keeping values would depend on the order of the systems.
+    """
+    command = [sys.executable, __file__, "--child", system.name, str(size), str(count)]
+    if parent is not None:
+        command.append(parent)
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _child(argv: list[str]) -> None:
+    name, size, count = argv[0], int(argv[1]), int(argv[2])
+    parent = argv[3] if len(argv) > 3 else None
+    (system,) = [s for s in _available(quiet=True) if s.name == name]
+    print(json.dumps(measure(system, size, count, parent)))
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        _child(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", default=None, help="where the caches go (default: $TMPDIR)")
@@ -212,7 +263,7 @@ def main() -> None:
         best: dict[str, dict[str, float]] = {}
         for _ in range(args.rounds):
             for system in systems:  # alternate systems within each round
-                result = measure(system, size, count, args.dir)
+                result = measure_apart(system, size, count, args.dir)
                 cell = best.setdefault(system.name, result)
                 for op, seconds in result.items():
                     cell[op] = min(cell[op], seconds)

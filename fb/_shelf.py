@@ -19,10 +19,11 @@ from ._shelf_async import _MISSING, RETRIES, AsyncTwins
 from ._shelf_handles import LiveHandles, pinned
 from ._shelf_index import NameIndex, Record, check_name
 from ._shelf_layout import BLOBS_DIR, claim_shelf, open_cache
+from ._shelf_store import ShelfStore
 from ._store import DEFAULT_MAX_WORKERS, BackingStore
 from .backends import PreparedPath
 from .codecs import get_codec
-from .exceptions import HandleClosedError, StoreClosedError
+from .exceptions import BlobNotFoundError, HandleClosedError, StoreClosedError
 from .typing import Codec
 
 __all__ = ["Shelf"]
@@ -71,9 +72,10 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
         storage_options: fsspec options for a URL ``location``, in one mapping.
         max_workers: background threads of the store.
         cache_bytes: bytes of blobs this shelf keeps in its local cache directory for names
-            read or set before but no longer in memory (default 1 GiB): a download saved
-            off local disk, a hard link (no space, unless the name is replaced elsewhere) on
-            it.
+            read or set before but no longer in memory (default 1 GiB): off local disk a
+            download saved; on it a hard link of each blob this shelf set (no space, unless
+            the name is replaced elsewhere), while blobs it only read are read where they
+            are.
         refresh: seconds a value this shelf read or set is served from memory without
             reading its name's record again (default 0: every get reads it, so a value
             another process set is seen at once). On an object store a record read is a
@@ -81,8 +83,10 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
 
     Notes:
         Thread-safe: any method may be called from several threads. Every method may
-        block on storage (even a get of a value in memory reads the name's record, so that
-        values set by other processes are seen, unless ``refresh`` spares it); the
+        block on storage (even a get of a value in memory checks the name's record, so that
+        values set by other processes are seen: one ``stat`` on local disk, which reads the
+        record again only when it changed, one GET on an object store, unless ``refresh``
+        spares it); the
         ``a``-twins never block the event loop. Close the shelf (or use ``with``) to release
         its cache directory; a shelf is not shared with a forked child (open one there).
     """
@@ -123,8 +127,12 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
         claim_shelf(self.location)
         self._index = NameIndex(self.location)
         self._index.sweep_temps()
-        blobs = PreparedPath(f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs)
         strategy, self._cache_dir = open_cache(self.location, get_codec(codec), secret_key)
+        # A ShelfStore's own: it knows its blobs by identity, without comparing paths.
+        if isinstance(strategy, ShelfStore):
+            blobs = strategy.blobs
+        else:
+            blobs = PreparedPath(f"{self.location.root}/{BLOBS_DIR}", fs=self.location.fs)
         try:
             self.store: BackingStore[T] = BackingStore(
                 strategy, max_workers=max_workers or DEFAULT_MAX_WORKERS
@@ -132,7 +140,11 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
             if max_items is None and max_bytes is None:
                 max_bytes = DEFAULT_MAX_BYTES
             self.pool: FBPool[T] = FBPool(
-                self.store, max_items=max_items, max_bytes=max_bytes, sizeof=sizeof
+                self.store,
+                max_items=max_items,
+                max_bytes=max_bytes,
+                sizeof=sizeof,
+                write="on_evict",
             )
             # Not store.track_path: its scan lists every blob (one request per thousand on
             # S3) and the shelf never asks the TrackedPath which keys exist: a get registers
@@ -287,6 +299,10 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
                 return handle.load()
             except HandleClosedError:
                 continue  # replaced by another thread meanwhile: look it up again
+            except BlobNotFoundError:
+                # Replaced or deleted by another process since its record was read: read
+                # the record again (a get sees the new value, or raises KeyError).
+                self._stale(name, handle)
         raise KeyError(name)
 
     # -- storage ---------------------------------------------------------------------------

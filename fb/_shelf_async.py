@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._guards import Acquisition, ReadGuard
 from ._shelf_index import check_name
-from .exceptions import HandleClosedError
+from .exceptions import BlobNotFoundError, HandleClosedError
 
 if TYPE_CHECKING:
     from ._handle import Fb
@@ -30,6 +30,7 @@ class AsyncTwins(Generic[T]):
     if TYPE_CHECKING:
 
         def _lookup(self, name: str) -> Fb[T]: ...
+        def _stale(self, name: str, handle: Fb[T]) -> None: ...
         def set(self, name: str, value: T, *, expire: float | None = ...) -> None: ...
         def __delitem__(self, name: str) -> None: ...
         def __contains__(self, name: object) -> bool: ...
@@ -48,6 +49,8 @@ class AsyncTwins(Generic[T]):
                 return await handle.aload()
             except HandleClosedError:
                 continue
+            except BlobNotFoundError:
+                self._stale(name, handle)  # replaced or deleted meanwhile: look again
         raise KeyError(name)
 
     async def aget(self, name: str, default: Any = None) -> Any:

@@ -91,6 +91,14 @@ class LiveHandles(Generic[T]):
             return handle
         raise KeyError(name)
 
+    def _stale(self, name: str, handle: Fb[T]) -> None:
+        """Drop ``handle`` on ``name``, whose blob is gone, and its record as last read."""
+        self._index.forget(name)
+        with self._lock:
+            if self._live.get(name) is handle:
+                del self._live[name]
+        handle.close()
+
     def _forget(self, name: str, key: uuid.UUID | None = None) -> None:
         with self._lock:
             handle = self._live.get(name)

@@ -11,6 +11,7 @@ the old record or the new one, never a mix.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -36,7 +37,16 @@ NAMES_DIR = "names"
 MAX_NAME_BYTES = 4096
 TOUCH_AFTER = 1.0
 """A read records itself as an access (a utime, ~15 us) only on a record older than this."""
+TOUCH_AFTER_NS = int(TOUCH_AFTER * 1e9)
+_MAX_KNOWN = 1 << 17
+"""Records kept known by file identity (a few hundred bytes each) before starting over."""
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_COARSE = 1_000_000
+"""A record whose mtime is a whole number of milliseconds is read again on every get, never
+known by its stat: the filesystem may store coarse times (whole seconds on some), and two
+records of one name written within one tick in a reused inode would look alike."""
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def check_name(name: object) -> str:
@@ -85,6 +95,17 @@ class Record:
     expire: float | None = None
     accessed: float = 0.0
 
+    def accessed_at(self, when: float) -> Record:
+        """Return this record as accessed at ``when`` (cheaper than `attrs.evolve`)."""
+        return Record(
+            name=self.name,
+            key=self.key,
+            size=self.size,
+            created=self.created,
+            expire=self.expire,
+            accessed=max(when, self.created),
+        )
+
     def expired(self, now: float) -> bool:
         """Return whether the record has expired at ``now``."""
         return self.expire is not None and now >= self.expire
@@ -105,7 +126,12 @@ class Record:
     def decode(cls, data: bytes, accessed: float) -> Record | None:
         """Return the record in ``data``, or None if it is not one (logged)."""
         try:
-            raw = json.loads(data)
+            # json's scanner on the text: json.loads would guess the bytes' encoding first,
+            # half the cost of a record on a cold get (records are ASCII, see `encode`).
+            text = data.decode("ascii")
+            raw, end = _SCAN(text, 0)
+            if end != len(text) or not isinstance(raw, dict):
+                raise ValueError("not a JSON object alone")
             return cls(
                 name=str(raw["name"]),
                 key=UUID(hex=raw["key"]),
@@ -114,7 +140,7 @@ class Record:
                 expire=None if raw["expire"] is None else float(raw["expire"]),
                 accessed=max(accessed, float(raw["created"])),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, StopIteration) as exc:
             # A record torn by a power loss before `Shelf.sync`: the name is lost, not garbage.
             _log.warning("fb: unreadable shelf record skipped (%s)", exc)
             return None
@@ -174,35 +200,70 @@ class NameIndex:
         """
         path = self.path(name)
         if self.local:
+            return self._read_local(name, path, touch)
+        with remote_errors(self.root.fs.unstrip_protocol(path)):
             try:
-                fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+                data = self.root.fs.cat_file(path)
             except FileNotFoundError:
                 return None
+        record = Record.decode(data, 0.0)
+        if record is not None and record.name != name:
+            return None  # not this name's record (a file put there by hand)
+        return record
+
+    def _read_local(self, name: str, path: str, touch: bool) -> Record | None:
+        # One stat tells whether the record is the one read last time (same inode, size and
+        # mtime to the nanosecond, which every write sets exactly): then it is not read again.
+        known = self._seen.get(path)
+        if known is not None:
+            try:
+                stat = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                self._seen.pop(path, None)
+                return None
+            ident = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if known is not None and known[0] == ident and ident[1] % _COARSE:
+            record = known[1]
+        else:  # a name not read before costs no stat: the fstat below gives its identity
+            try:
+                fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NOFOLLOW)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return None  # a link is no record fb wrote, and is never followed
+                raise
             try:
                 stat = os.fstat(fd)
                 data = os.read(fd, stat.st_size + 1)
                 while len(data) > stat.st_size and (chunk := os.read(fd, 65536)):
                     data += chunk  # grew since the fstat: not a record fb wrote
-                accessed = stat.st_mtime
-                now = time.time()
-                if touch and now - accessed > TOUCH_AFTER:
-                    # Through the descriptor: a record renamed over meanwhile is not touched.
-                    with contextlib.suppress(OSError):
-                        os.utime(fd)
-                    accessed = now
             finally:
                 os.close(fd)
-        else:
-            with remote_errors(self.root.fs.unstrip_protocol(path)):
-                try:
-                    data = self.root.fs.cat_file(path)
-                except FileNotFoundError:
-                    return None
-            accessed = 0.0
-        record = Record.decode(data, accessed)
-        if record is not None and record.name != name:
-            return None  # not this name's record (a file put there by hand)
+            ident = (stat.st_ino, stat.st_mtime_ns, len(data))
+            record = Record.decode(data, stat.st_mtime)
+            if record is not None and record.name != name:
+                record = None  # not this name's record (a file put there by hand)
+            self._remember(path, ident, record)
+        if record is not None and touch:
+            now = time.time_ns()
+            if now - ident[1] > TOUCH_AFTER_NS:
+                # By path: a record renamed over meanwhile gets the access (harmless). The
+                # mtime set is exact, so the record stays known.
+                with contextlib.suppress(OSError):
+                    os.utime(path, ns=(now, now), follow_symlinks=False)
+                    record = record.accessed_at(now / 1e9)
+                    self._remember(path, (ident[0], now, ident[2]), record)
         return record
+
+    def _remember(self, path: str, ident: Any, record: Record | None) -> None:
+        if len(self._seen) >= _MAX_KNOWN:
+            self._seen = {}  # names read once and never again: start over
+        self._seen[path] = (ident, record)
+
+    def forget(self, name: str) -> None:
+        """Forget ``name``'s record as last read: the next `read` reads it from storage."""
+        self._seen.pop(self.path(name), None)
 
     def write(self, record: Record) -> None:
         """Replace ``record.name``'s record whole (temporary name + rename, or one PUT)."""
@@ -212,14 +273,27 @@ class NameIndex:
             tmp = f"{self.dir}/.{name_digest(record.name)}.{secrets.token_hex(4)}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
             try:
-                with open(fd, "wb") as file:
-                    file.write(data)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    # An exact mtime, after the last write: two records of one name never
+                    # look alike to a stat (`read`), even where the kernel's own timestamps
+                    # are coarse (a jiffy) and the filesystem reuses the inode.
+                    now = time.time_ns()
+                    with contextlib.suppress(OSError):
+                        os.utime(fd, ns=(now, now))
+                    written = os.fstat(fd)
+                finally:
+                    os.close(fd)
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
             self._unsynced_add(path)
+            ident = (written.st_ino, written.st_mtime_ns, len(data))
+            self._remember(path, ident, record.accessed_at(written.st_mtime))
         else:
             with remote_errors(self.root.fs.unstrip_protocol(path)):
                 self.root.fs.pipe_file(path, data)

@@ -24,6 +24,7 @@ from typing import TypeVar
 from uuid import UUID
 
 from ._shelf_index import NAMES_DIR, NameIndex
+from ._shelf_store import ShelfStore
 from .backends import FBStore, PreparedPath
 from .backends._locations import remote_errors
 from .exceptions import ForeignLocationError, StoreLockedError
@@ -196,17 +197,20 @@ def open_cache(
     """Open the cache directory of a new shelf on ``location``; return its store and path.
 
     On local disk the cache sits next to the blobs (one device), so persisting is a hard
-    link; the cache of a shelf whose process died is taken over (its shard directories
-    exist). Off local disk it is a new temporary directory: a registered blob is downloaded
-    once, and survives its replacement (or deletion) on the object store.
+    link, and the store is a `ShelfStore`, which reads a blob registered from the location
+    where it is (no copy into the cache); the cache of a shelf whose process died is taken
+    over (its shard directories exist). Off local disk it is a new temporary directory: a
+    registered blob is downloaded once, and survives its replacement (or deletion) on the
+    object store.
     """
     if not location.is_local:
         directory = tempfile.mkdtemp(prefix="fb-shelf-")
         return FBStore(codec, directory, secret_key=secret_key), directory
+    blobs = PreparedPath(f"{location.root}/{BLOBS_DIR}", fs=location.fs)
     cache_root = f"{location.root}/{CACHE_DIR}"
     dead = sweep_dead_caches(cache_root)
     if dead is not None:
         with contextlib.suppress(StoreLockedError):  # another shelf took it over first
-            return FBStore(codec, dead, secret_key=secret_key), dead
+            return ShelfStore(codec, dead, blobs=blobs, secret_key=secret_key), dead
     directory = f"{cache_root}/{uuid.uuid4().hex}"
-    return FBStore(codec, directory, secret_key=secret_key), directory
+    return ShelfStore(codec, directory, blobs=blobs, secret_key=secret_key), directory
