@@ -69,7 +69,9 @@ class ShelfStore(FBStore[T]):
         blobs: PreparedPath,
         secret_key: bytes | str | None = None,
     ) -> None:
-        super().__init__(codec, path, secret_key=secret_key)
+        # No segment files: every blob a shelf sets is persisted into its location, which
+        # is a hard link from a blob file and would be a copy from a segment slot.
+        super().__init__(codec, path, secret_key=secret_key, segment_max=0)
         if not blobs.is_local:
             raise ValueError(f"a ShelfStore reads local blobs, not {blobs.url}")
         self.blobs = blobs

@@ -62,12 +62,10 @@ KILLS = {
     "before-the-record": "os.replace:7:before:/names/",
     # killed after the record was renamed: the set is complete
     "after-the-record": "os.replace:7:after:/names/",
-    # The values are small: their cache blobs live in segment files, and a set copies the
-    # blob out of its slot into a temporary file at the location, fsyncs it, renames it.
-    # killed before the blob's copy was renamed into place at the location
-    "before-the-blob-rename": "os.replace:7:before:/blobs/",
-    # killed while the blob's copy was being made durable
-    "mid-blob-copy": r"os.fsync:7:before:/blobs/[0-9a-f]{2}/\.",
+    # killed before the blob reached the location
+    "before-the-blob-link": "os.link:7:before:/cache/",
+    # killed while the cache blob was being written
+    "mid-cache-write": "os.replace:7:before:/cache/",
 }
 
 
