@@ -76,7 +76,7 @@ def test_blob_is_byte_identical_to_fbstore(tmp_path: Path, blobs: BlobFormat[Any
     """A blob written by BlobFormat is the very bytes FBStore writes for the same value."""
     key = uuid.uuid4()
     value = {"a": list(range(100))}
-    store = FBStore(PickleCodec(), PreparedPath(tmp_path))
+    store = FBStore(PickleCodec(), PreparedPath(tmp_path), segment_max=0)
     store.store(key, value)
     on_disk = (tmp_path / key.hex[:2] / key.hex).read_bytes()
     store.close()
@@ -87,7 +87,7 @@ def test_fbstore_loads_what_blobformat_wrote(tmp_path: Path) -> None:
     """FBStore (signed) loads a signed blob written by BlobFormat, and the reverse."""
     key, other = uuid.uuid4(), uuid.uuid4()
     signed = BlobFormat(PickleCodec(), secret_key=SECRET)
-    store = FBStore(PickleCodec(), PreparedPath(tmp_path), secret_key=SECRET)
+    store = FBStore(PickleCodec(), PreparedPath(tmp_path), secret_key=SECRET, segment_max=0)
     (tmp_path / key.hex[:2]).mkdir(exist_ok=True)
     (tmp_path / key.hex[:2] / key.hex).write_bytes(signed.encode(key, "signed"))
     assert store.load(key) == "signed"
