@@ -19,33 +19,17 @@ once, and later loads of it read local disk instead of sending requests.
 
 from __future__ import annotations
 
-import errno
 import os
-from stat import S_ISREG
-from typing import IO, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 from .backends import FBStore, PreparedPath
-from .backends._safety import O_SAFE_READ, kind_of
-from .exceptions import BlobNotFoundError, CodecError, CorruptBlobError
+from .exceptions import BlobNotFoundError
 from .typing import Codec
 
 __all__ = ["ShelfStore"]
 
 T = TypeVar("T")
-
-WHOLE_MAX = 1 << 20
-"""Blobs up to this size are read whole and checked before decoding; larger ones stream (as
-`FBStore.load` does: measured there, streaming a large blob saves a copy of it)."""
-
-
-def _with_path(exc: OSError, path: str) -> OSError:
-    """Return ``exc`` with ``path`` in its message (the same OSError subclass)."""
-    if exc.filename is not None:
-        return exc
-    new = type(exc)(exc.errno or errno.EIO, exc.strerror or str(exc), path)
-    new.__cause__ = exc
-    return new
 
 
 class ShelfStore(FBStore[T]):
@@ -120,51 +104,8 @@ class ShelfStore(FBStore[T]):
             OSError: storage failed; the message names the path.
         """
         try:
-            return self._load_file(key, self.blobs.blob_path(key))
+            return self._load_local(key, self.blobs.blob_path(key))
         except BlobNotFoundError:
             # Gone from the location (replaced or deleted since): a blob this shelf set is
             # still in its cache while a handle refers to it.
             return super().load(key)
-
-    def _load_file(self, key: UUID, path: str) -> T:
-        """Check and decode the blob file at ``path``: what `FBStore.load` does in its cache."""
-        try:
-            fd = os.open(path, O_SAFE_READ)  # no link followed, no FIFO waited on
-        except FileNotFoundError as exc:
-            raise BlobNotFoundError(
-                errno.ENOENT, f"no blob for key {key.hex} (was it replaced?)", path
-            ) from exc
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise CorruptBlobError(
-                    "not a regular file but a symbolic link", key=key, path=path
-                ) from None
-            raise _with_path(exc, path) from exc
-        try:
-            st = os.fstat(fd)
-            if not S_ISREG(st.st_mode):
-                raise CorruptBlobError(
-                    f"not a regular file but {kind_of(st.st_mode)}", key=key, path=path
-                )
-            size = st.st_size
-            if size <= WHOLE_MAX:
-                # One read into one buffer: the codec sees only verified bytes. A file
-                # that shrank meanwhile gives a short read, which fails the length checks.
-                data = os.read(fd, size)
-                os.close(fd)
-                fd = -1
-                return self._decode_buffer(key, data, path)
-            file: IO[bytes] = open(fd, "rb")  # noqa: SIM115 - closed below
-            fd = -1  # the file object owns it now
-        except OSError as exc:
-            raise _with_path(exc, path) from exc
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        with file:
-            try:
-                return self._decode(key, file, size, path)
-            except (CorruptBlobError, CodecError):
-                raise
-            except OSError as exc:
-                raise _with_path(exc, path) from exc

@@ -536,36 +536,53 @@ class FBStore(BlobReader[T]):
             if found is not None:
                 return self._decode_slot(segments, key, *found)
         path = self.path.blob_path(key)
+        if self.path.is_local:
+            return self._load_local(key, path)
         try:
-            if self.path.is_local:
-                fd = os.open(path, _O_READ)  # no link followed, no FIFO waited on
-                try:
-                    st = os.fstat(fd)
-                    if not S_ISREG(st.st_mode):
-                        raise CorruptBlobError(
-                            f"not a regular file but {kind_of(st.st_mode)}", key=key, path=path
-                        )
-                    size = st.st_size
-                    if size <= SMALL_BLOB:
-                        # One read into one buffer, then everything happens on it: fewer
-                        # system calls than streaming, and the codec sees only verified
-                        # bytes. A file that shrinks meanwhile gives a short read, which
-                        # fails the length checks.
-                        data = os.read(fd, size)
-                        os.close(fd)
-                        fd = -1
-                        return self._decode_buffer(key, data, path)
-                    file: IO[bytes] = open(fd, "rb")  # noqa: SIM115 - closed below
-                    fd = -1  # the file object owns it now
-                finally:
-                    if fd >= 0:
-                        os.close(fd)
-            else:
-                # One GET for the whole blob: remote reads are bound by requests, not copies.
-                url = self.path.fs.unstrip_protocol(path)
-                with remote_errors(url):
-                    data = self.path.fs.cat_file(path)
-                return self._decode_buffer(key, data, path)
+            # One GET for the whole blob: remote reads are bound by requests, not copies.
+            url = self.path.fs.unstrip_protocol(path)
+            with remote_errors(url):
+                data = self.path.fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(
+                errno.ENOENT, f"no blob for key {key.hex} (was it deleted?)", path
+            ) from exc
+        except OSError as exc:
+            raise _with_path(exc, path) from exc
+        return self._decode_buffer(key, data, path)
+
+    def _load_local(self, key: UUID, path: str) -> T:
+        """Check and decode blob ``key`` from the local file at ``path`` (`load`'s file path).
+
+        Raises:
+            BlobNotFoundError: there is no file at ``path``.
+            CorruptBlobError: a link, not a regular file, truncated, altered or not fb's.
+            CodecError: as for `load`.
+            OSError: reading failed; the message names ``path``.
+        """
+        try:
+            fd = os.open(path, _O_READ)  # no link followed, no FIFO waited on
+            try:
+                st = os.fstat(fd)
+                if not S_ISREG(st.st_mode):
+                    raise CorruptBlobError(
+                        f"not a regular file but {kind_of(st.st_mode)}", key=key, path=path
+                    )
+                size = st.st_size
+                if size <= SMALL_BLOB:
+                    # One read into one buffer, then everything happens on it: fewer system
+                    # calls than streaming, and the codec sees only verified bytes. A file
+                    # that shrinks meanwhile gives a short read, which fails the length
+                    # checks.
+                    data = os.read(fd, size)
+                    os.close(fd)
+                    fd = -1
+                    return self._decode_buffer(key, data, path)
+                file: IO[bytes] = open(fd, "rb")  # noqa: SIM115 - closed below
+                fd = -1  # the file object owns it now
+            finally:
+                if fd >= 0:
+                    os.close(fd)
         except FileNotFoundError as exc:
             raise BlobNotFoundError(
                 errno.ENOENT, f"no blob for key {key.hex} (was it deleted?)", path
