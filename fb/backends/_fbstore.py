@@ -43,7 +43,6 @@ from ..exceptions import (
 from ..typing import Codec
 from . import _locations
 from ._decode import BlobReader
-from ._fdsink import FdSink
 from ._lease import LeaseKeeper
 from ._locations import MARKER_NAME, remote_errors
 from ._prepared_path import SHARDS, PreparedPath, as_prepared_path
@@ -54,6 +53,9 @@ from ._safety import (
     make_private_dirs,
     open_regular,
     real_dirs,
+)
+from ._safety import (
+    with_path as _with_path,
 )
 from ._segments import (
     SEGMENT_MAX,
@@ -127,15 +129,6 @@ class _Parts:
         for start in range(0, size, self._part):
             self._file.write(view[start : start + self._part])
         return size
-
-
-def _with_path(exc: OSError, path: str) -> OSError:
-    """Return ``exc`` with ``path`` in its message (the same OSError subclass)."""
-    if exc.filename is not None:
-        return exc
-    new = type(exc)(exc.errno or errno.EIO, exc.strerror or str(exc), path)
-    new.__cause__ = exc
-    return new
 
 
 class FBStore(BlobReader[T]):
@@ -445,10 +438,8 @@ class FBStore(BlobReader[T]):
                 if sink.sink is None:
                     if segments is not None and segments.write(key, sink.parts, size):
                         return size
-                    sink.fd = open_temp()  # refused by the segments: a file after all
-                    sink.sink = FdSink(sink.fd)
-                    for part in sink.parts:
-                        sink.sink.write(part)
+                    sink.spill()  # refused by the segments: a file after all
+                assert sink.sink is not None
                 sink.sink.close()
             finally:
                 if sink.fd >= 0:

@@ -165,3 +165,12 @@ def check_private_dir(path: str) -> None:
         if up == parent:
             return
         parent = up
+
+
+def with_path(exc: OSError, path: str) -> OSError:
+    """Return ``exc`` with ``path`` in its message (the same OSError subclass)."""
+    if exc.filename is not None:
+        return exc
+    new = type(exc)(exc.errno or errno.EIO, exc.strerror or str(exc), path)
+    new.__cause__ = exc
+    return new

@@ -36,6 +36,7 @@ from uuid import UUID
 
 from ..exceptions import BlobNotFoundError, CorruptBlobError
 from ._fdsink import FdSink
+from ._safety import with_path
 
 __all__ = [
     "SEGMENT_MAX",
@@ -275,7 +276,7 @@ class Segments:
         except BaseException as exc:
             self._release(segment, offset)
             if isinstance(exc, OSError):
-                raise _named(exc, f"{segment.path}@{offset}") from exc
+                raise with_path(exc, f"{segment.path}@{offset}") from exc
             raise
         with self._lock:
             old = self._index.get(key)
@@ -329,7 +330,7 @@ class Segments:
         try:
             data = os.pread(segment.fd, size, offset)
         except OSError as exc:
-            raise _named(exc, where) from exc
+            raise with_path(exc, where) from exc
         view = memoryview(data)
         if len(data) < SLOT_HEAD.size or data[:4] != SLOT_MAGIC or view[8:24] != key.bytes:
             self._check_gone(key, found, where)
@@ -405,15 +406,19 @@ class SpillSink:
         view = data if isinstance(data, memoryview) else memoryview(data)
         size = view.nbytes
         if self.size + size > self.limit:
-            self.fd = self._open()
-            self.sink = FdSink(self.fd)
-            for part in self.parts:
-                self.sink.write(part)
-            self.parts = []
-            return self.sink.write(data)
+            return self.spill().write(data)
         self.parts.append(data if isinstance(view.obj, bytes) else view.tobytes())
         self.size += size
         return size
+
+    def spill(self) -> FdSink:
+        """Open the file and write what was gathered to it; return its sink."""
+        self.fd = self._open()
+        self.sink = FdSink(self.fd)
+        for part in self.parts:
+            self.sink.write(part)
+        self.parts = []
+        return self.sink
 
 
 def sweep_segments(root: str, own: Iterable[str]) -> int:
@@ -435,11 +440,6 @@ def sweep_segments(root: str, own: Iterable[str]) -> int:
                     os.unlink(item.path)
                     removed += 1
     return removed
-
-
-def _named(exc: OSError, where: str) -> OSError:
-    """Return ``exc`` as the same OSError subclass, naming the slot ``where``."""
-    return type(exc)(exc.errno or errno.EIO, exc.strerror or str(exc), where)
 
 
 def _pwritev(fd: int, parts: list[Any], offset: int, size: int) -> None:
