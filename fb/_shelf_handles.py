@@ -94,10 +94,8 @@ class LiveHandles(Generic[T]):
     def _stale(self, name: str, handle: Fb[T]) -> None:
         """Drop ``handle`` on ``name``, whose blob is gone, and its record as last read."""
         self._index.forget(name)
-        with self._lock:
-            if self._live.get(name) is handle:
-                del self._live[name]
-        handle.close()
+        self._forget(name, handle.key)
+        handle.close()  # if another thread's handle had replaced it, `_forget` left this one
 
     def _forget(self, name: str, key: uuid.UUID | None = None) -> None:
         with self._lock:
