@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._entry import MISSING
 from ._guards import ReadGuard
 from ._handle import Fb
 from ._keywords import check_keywords, storage_options_dict
@@ -179,7 +180,11 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
     # -- the mapping -----------------------------------------------------------------------
 
     def __getitem__(self, name: str) -> T:
-        guard = self.load(name)
+        check_name(name)
+        handle, value = self._lookup(name)
+        if value is not MISSING:
+            return value  # loaded with its new handle: no guard needed
+        guard = self._guard(name, handle)
         try:
             return guard.value
         finally:
@@ -293,16 +298,20 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
             KeyError: no such name (or it expired).
         """
         check_name(name)
+        return self._guard(name, self._lookup(name)[0])
+
+    def _guard(self, name: str, handle: Fb[T]) -> ReadGuard[T]:
+        """A read guard on ``name``'s value, from ``handle`` (just looked up) or a later one."""
         for _ in range(RETRIES):
-            handle = self._lookup(name)
             try:
-                return handle.load()
+                return handle.load()  # a handle that came loaded: a hit
             except HandleClosedError:
-                continue  # replaced by another thread meanwhile: look it up again
+                pass  # replaced by another thread meanwhile: look it up again
             except BlobNotFoundError:
                 # Replaced or deleted by another process since its record was read: read
                 # the record again (a get sees the new value, or raises KeyError).
                 self._stale(name, handle)
+            handle = self._lookup(name)[0]
         raise KeyError(name)
 
     # -- storage ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ class AsyncTwins(Generic[T]):
 
     if TYPE_CHECKING:
 
-        def _lookup(self, name: str) -> Fb[T]: ...
+        def _lookup(self, name: str) -> tuple[Fb[T], Any]: ...
         def _stale(self, name: str, handle: Fb[T]) -> None: ...
         def set(self, name: str, value: T, *, expire: float | None = ...) -> None: ...
         def __delitem__(self, name: str) -> None: ...
@@ -44,7 +44,7 @@ class AsyncTwins(Generic[T]):
 
     async def _aload(self, name: str) -> ReadGuard[T]:
         for _ in range(RETRIES):
-            handle = await asyncio.to_thread(self._lookup, name)
+            handle, _ = await asyncio.to_thread(self._lookup, name)
             try:
                 return await handle.aload()
             except HandleClosedError:

@@ -14,7 +14,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._entry import MISSING
 from ._shelf_async import RETRIES
+from .exceptions import BlobNotFoundError
 
 if TYPE_CHECKING:
     from ._handle import Fb
@@ -48,8 +50,13 @@ class LiveHandles(Generic[T]):
 
         def _check_open(self) -> None: ...
 
-    def _lookup(self, name: str) -> Fb[T]:
-        """Return a handle on ``name``'s current value (KeyError if none)."""
+    def _lookup(self, name: str) -> tuple[Fb[T], Any]:
+        """Return a handle on ``name``'s current value (KeyError if none), and the value.
+
+        The value is `MISSING` unless the handle is new: a name not looked up before (or
+        replaced since) is registered and loaded in one step (`FBPool._register_loaded`),
+        as every caller loads it next.
+        """
         self._check_open()
         if self.refresh:
             with self._lock:
@@ -60,7 +67,7 @@ class LiveHandles(Generic[T]):
             if handle is not None and fresh_enough and (expire is None or now < expire):
                 with self._lock:
                     self._accessed[name] = now
-                return handle  # checked within `refresh` seconds: no record read
+                return handle, MISSING  # checked within `refresh` seconds: no record read
         for _ in range(RETRIES):
             record = self._index.read(name, touch=True)
             now = time.time()
@@ -72,10 +79,16 @@ class LiveHandles(Generic[T]):
                 self._checked[name] = (time.monotonic(), record.expire)
                 handle = self._live.get(name)
             if handle is not None and not handle.closed and handle.key == record.key:
-                return handle
-            fresh = self.pool.register(self._tracked, record.key)
-            if fresh is None:
-                continue  # the blob was replaced since the record was read: read it again
+                return handle, MISSING
+            try:
+                loaded = self.pool._register_loaded(self._tracked, record.key)
+            except BlobNotFoundError:
+                loaded = None
+            if loaded is None:
+                # The blob was replaced or deleted since the record was read: read it again.
+                self._index.forget(name)
+                continue
+            fresh, value = loaded
             stale: Fb[T] | None
             with self._lock:
                 current = self._live.get(name)
@@ -88,7 +101,7 @@ class LiveHandles(Generic[T]):
             if stale is not None:
                 stale.close()
             self._prune()
-            return handle
+            return handle, value
         raise KeyError(name)
 
     def _stale(self, name: str, handle: Fb[T]) -> None:

@@ -274,3 +274,58 @@ def test_a_reader_never_sees_a_name_go_back_to_an_older_value(location: Path) ->
             thread.join(30)
     assert errors == []
     assert len(seen) >= 2
+
+
+def test_a_cold_get_counts_one_miss_and_one_load_then_hits(location: Path) -> None:
+    """A name loaded with its new handle is resident: the next get and a guard are hits."""
+    with Shelf[Any](location) as shelf:
+        shelf["a"] = list(range(1000))
+    with Shelf[Any](location) as shelf:
+        value = shelf["a"]
+        assert value == list(range(1000))
+        first = shelf.pool.statistics()
+        assert (first.misses, first.loads, first.hits, first.resident_items) == (1, 1, 0, 1)
+        assert first.bytes_loaded > 0
+        assert shelf["a"] is value
+        with shelf.load("a") as held:
+            assert held is value
+        after = shelf.pool.statistics()
+        assert (after.misses, after.loads, after.hits) == (1, 1, 2)
+
+
+def test_a_guard_on_a_cold_name_pins_the_loaded_value(location: Path) -> None:
+    """``load`` of a name not in memory gives a guard on the value loaded with its handle."""
+    with Shelf[Any](location, max_items=1) as shelf:
+        shelf["a"] = "first"
+        shelf["b"] = "second"
+    with Shelf[Any](location, max_items=1) as shelf:
+        with shelf.load("a") as held:
+            assert held == "first"
+            assert shelf["b"] == "second"  # would evict "a", which the guard pins
+            assert shelf.pool.statistics().resident_items == 2
+        assert shelf.pool.statistics().loads == 2
+
+
+def test_a_failed_cold_get_leaves_no_handle_and_names_the_blob(location: Path) -> None:
+    """A cold get of an altered blob leaves the pool and the store as they were."""
+    with Shelf[Any](location) as shelf:
+        shelf["a"] = b"z" * 5000
+        shelf["b"] = b"y" * 5000
+    with Shelf[Any](location) as shelf:
+        record = shelf._index.read("a")
+        assert record is not None
+        blob = location / "blobs" / record.key.hex[:2] / record.key.hex
+        data = bytearray(blob.read_bytes())
+        data[-20] ^= 1
+        blob.write_bytes(bytes(data))
+        with pytest.raises(CorruptBlobError) as info:
+            shelf["a"]
+        assert str(blob) in str(info.value)
+        stats = shelf.pool.statistics()
+        assert (stats.load_errors, stats.loads, stats.resident_items) == (1, 0, 0)
+        assert shelf.store.blob_keys() == frozenset()  # no reference left behind
+        assert "a" not in shelf._live
+        assert shelf["b"] == b"y" * 5000
+        other = shelf._index.read("b")
+        assert other is not None
+        assert shelf.store.blob_keys() == frozenset({other.key})
