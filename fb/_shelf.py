@@ -183,7 +183,7 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
         check_name(name)
         handle, value = self._lookup(name)
         if value is not MISSING:
-            return value  # loaded with its new handle: no guard needed
+            return value  # type: ignore[no-any-return]  # loaded with its new handle
         guard = self._guard(name, handle)
         try:
             return guard.value
