@@ -18,8 +18,8 @@ from ._persist import TrackedPath
 from ._pool import FBPool
 from ._shelf_async import _MISSING, RETRIES, AsyncTwins
 from ._shelf_handles import LiveHandles, pinned
-from ._shelf_index import NameIndex, Record, check_name
-from ._shelf_layout import BLOBS_DIR, claim_shelf, open_cache
+from ._shelf_index import Record, check_name
+from ._shelf_layout import BLOBS_DIR, claim_shelf, open_cache, open_index
 from ._shelf_store import ShelfStore
 from ._store import DEFAULT_MAX_WORKERS, BackingStore
 from .backends import PreparedPath
@@ -52,9 +52,10 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
     ``shelf[name] = value`` puts the value in the pool (memory, within its budgets) and makes
     it durable at once through fb's persist path: one blob per value under
     ``<location>/blobs`` (a hard link from the cache on local disk, one upload on an object
-    store), then a small record ``<location>/names/<sha256 of name>`` that maps the name to
-    the blob. ``shelf[name]`` answers from memory when the pool holds the name's current
-    value, and otherwise loads it. Another process (or host) opening the same location sees
+    store), then a record that maps the name to the blob: a row of ``<location>/names.db``
+    (SQLite) on local disk, a small file ``<location>/names/<sha256 of name>`` elsewhere.
+    ``shelf[name]`` answers from memory when the pool holds the name's current value, and
+    otherwise loads it. Another process (or host) opening the same location sees
     every name set before; the last writer of a name wins.
 
     Args:
@@ -81,14 +82,18 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
             reading its name's record again (default 0: every get reads it, so a value
             another process set is seen at once). On an object store a record read is a
             request: a few seconds here make repeated gets of hot names free.
+        index: where a new shelf keeps its names: ``"auto"`` (default: one SQLite database,
+            ``names.db``, on a local filesystem; one record file per name on a network
+            filesystem and on object stores), ``"sqlite"`` or ``"files"``. An existing
+            shelf keeps what it was made with; naming the other kind is a ValueError.
 
     Notes:
         Thread-safe: any method may be called from several threads. Every method may
         block on storage (even a get of a value in memory checks the name's record, so that
-        values set by other processes are seen: one ``stat`` on local disk, which reads the
-        record again only when it changed, one GET on an object store, unless ``refresh``
-        spares it); the
-        ``a``-twins never block the event loop. Close the shelf (or use ``with``) to release
+        values set by other processes are seen: one indexed SQLite lookup on local disk, a
+        ``stat`` with record files (which reads the record again only when it changed), one
+        GET on an object store, unless ``refresh`` spares it); the ``a``-twins never block
+        the event loop. Close the shelf (or use ``with``) to release
         its cache directory; a shelf is not shared with a forked child (open one there).
     """
 
@@ -108,6 +113,7 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
         max_workers: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         refresh: float = 0.0,
+        index: str = "auto",
     ) -> None:
         if size_limit is not None and (
             isinstance(size_limit, bool) or not isinstance(size_limit, int) or size_limit < 0
@@ -125,10 +131,14 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
         if "://" not in target:
             target = os.path.expanduser(target)
         self.location = PreparedPath(target, storage_options=options)
-        claim_shelf(self.location)
-        self._index = NameIndex(self.location)
-        self._index.sweep_temps()
-        strategy, self._cache_dir = open_cache(self.location, get_codec(codec), secret_key)
+        kind = claim_shelf(self.location, index)
+        self._index = open_index(self.location, kind)
+        try:
+            self._index.sweep_temps()
+            strategy, self._cache_dir = open_cache(self.location, get_codec(codec), secret_key)
+        except BaseException:
+            self._index.close()
+            raise
         # A ShelfStore's own: it knows its blobs by identity, without comparing paths.
         if isinstance(strategy, ShelfStore):
             blobs = strategy.blobs
@@ -153,6 +163,7 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
             self._tracked = TrackedPath(self.store, blobs, (), ())
         except BaseException:
             strategy.close()
+            self._index.close()
             shutil.rmtree(self._cache_dir, ignore_errors=True)
             raise
         self._lock = threading.Lock()
@@ -392,6 +403,7 @@ class Shelf(LiveHandles[T], AsyncTwins[T], MutableMapping[str, T]):
             self.pool.close()
             self.store.close()
         finally:
+            self._index.close()
             # A local cache directory stays, empty of blobs and unlocked, for the next shelf
             # opened here to take over (its shard directories are made already).
             if not self.location.is_local:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._persist import TrackedPath
     from ._pool import FBPool
     from ._shelf_index import NameIndex
+    from ._shelf_sqlite import SqliteIndex
 
 __all__ = ["LiveHandles", "pinned"]
 
@@ -40,7 +41,7 @@ class LiveHandles(Generic[T]):
         refresh: float
         cache_bytes: int
         _tracked: TrackedPath
-        _index: NameIndex
+        _index: NameIndex | SqliteIndex
         _lock: threading.Lock
         _live: dict[str, Fb[T]]
         _accessed: dict[str, float]

@@ -400,6 +400,9 @@ class NameIndex:
                 self._unsynced |= paths
             raise
 
+    def close(self) -> None:
+        """Nothing to release: every method opens what it uses and closes it."""
+
     def __iter__(self) -> Iterator[Record]:
         return iter(self.scan())
 

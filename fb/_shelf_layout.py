@@ -2,8 +2,10 @@
 
 The layout of a shelf location (local directory or object-store prefix)::
 
-    <location>/.fb-shelf          marker: this location is a shelf
-    <location>/names/<sha256>     one record per name (see ``_shelf_index.py``)
+    <location>/.fb-shelf          marker: this location is a shelf, and where its names are
+    <location>/names.db           local disk: the names in one SQLite database
+                                  (``_shelf_sqlite.py``; with ``names.db-wal`` and ``-shm``)
+    <location>/names/<sha256>     elsewhere: one record per name (``_shelf_index.py``)
     <location>/blobs/xx/<key>     the blobs: an fb persist location
     <location>/cache/<32 hex>/    local only: the cache directory of each open shelf
 
@@ -24,52 +26,106 @@ from typing import TypeVar
 from uuid import UUID
 
 from ._shelf_index import NAMES_DIR, NameIndex
+from ._shelf_sqlite import INDEX_FILES, SqliteIndex
 from ._shelf_store import ShelfStore
 from .backends import FBStore, PreparedPath
 from .backends._locations import remote_errors
 from .exceptions import ForeignLocationError, StoreLockedError
 from .typing import Codec
 
-__all__ = ["claim_shelf", "open_cache", "shelf_blobs", "shelf_names", "sweep_dead_caches"]
+__all__ = [
+    "INDEX_KINDS",
+    "claim_shelf",
+    "open_cache",
+    "open_index",
+    "shelf_blobs",
+    "shelf_kind",
+    "shelf_names",
+    "sweep_dead_caches",
+]
 
 T = TypeVar("T")
 
 SHELF_MARKER = ".fb-shelf"
 SHELF_MARKER_TEXT = b"fb shelf, format 1\n"
+"""The marker of a shelf whose names are record files (object stores, network filesystems,
+and local shelves made before the SQLite index)."""
+SHELF_MARKER_SQLITE = b"fb shelf, format 2\n"
+"""The marker of a shelf whose names are in ``names.db``."""
+_MARKERS = {SHELF_MARKER_TEXT: "files", SHELF_MARKER_SQLITE: "sqlite"}
+INDEX_KINDS = ("auto", "sqlite", "files")
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "ocfs2",
+        "gfs2",
+        "davfs",
+        "virtiofs",
+    }
+)
+"""Filesystem types (Linux) on which a new shelf keeps record files: SQLite's locks and
+shared memory are not safe across hosts. FUSE filesystems (``fuse.*``) count too."""
 BLOBS_DIR = "blobs"
 CACHE_DIR = "cache"
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_OWN_NAMES = frozenset({SHELF_MARKER, NAMES_DIR, BLOBS_DIR, CACHE_DIR})
+_DIRS = (NAMES_DIR, BLOBS_DIR, CACHE_DIR)
+_OWN_NAMES = frozenset({SHELF_MARKER, *_DIRS, *INDEX_FILES})
 
 
-def claim_shelf(root: PreparedPath) -> None:
+def claim_shelf(root: PreparedPath, index: str = "auto") -> str:
     """Make ``root`` a shelf location: create it (0700 locally) and its marker.
+
+    A new shelf on local disk keeps its names in SQLite (``index="auto"`` or ``"sqlite"``),
+    unless it is on a network filesystem or ``index="files"``; the marker records the
+    choice, which every later open follows. Off local disk names are record files.
+
+    Returns:
+        Where the shelf keeps its names: ``"sqlite"`` or ``"files"``.
 
     Raises:
         ForeignLocationError: ``root`` holds names and no shelf marker, or another marker.
+        ValueError: ``index`` is not one of `INDEX_KINDS`, or names a kind the shelf at
+            ``root`` does not use.
     """
+    if index not in INDEX_KINDS:
+        raise ValueError(f"index must be one of {', '.join(map(repr, INDEX_KINDS))}, not {index!r}")
     fs, path = root.fs, root.root
     marker = f"{path}/{SHELF_MARKER}"
     if root.is_local:
         os.makedirs(path, mode=0o700, exist_ok=True)
         if not os.path.exists(marker):
             _refuse_foreign(root, os.listdir(path))
+            files = index == "files" or (index == "auto" and network_filesystem(path))
             tmp = f"{marker}.{secrets.token_hex(4)}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
             try:
                 with open(fd, "wb") as file:
-                    file.write(SHELF_MARKER_TEXT)
+                    file.write(SHELF_MARKER_TEXT if files else SHELF_MARKER_SQLITE)
                 with contextlib.suppress(FileExistsError):
                     os.link(tmp, marker)  # a concurrent first open agrees on one marker
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
-        for name in (NAMES_DIR, BLOBS_DIR, CACHE_DIR):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(f"{path}/{name}", 0o700)
         with open(marker, "rb") as file:
             content = file.read(len(SHELF_MARKER_TEXT) + 1)
+        dirs = (BLOBS_DIR, CACHE_DIR) if _MARKERS.get(content) == "sqlite" else _DIRS
+        for name in dirs:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(f"{path}/{name}", 0o700)
     else:
+        if index == "sqlite":
+            raise ValueError(f"{root.url}: index='sqlite' needs a shelf on local disk")
         with remote_errors(root.url):
             if root.is_object_store:
                 root.check_bucket()
@@ -86,8 +142,45 @@ def claim_shelf(root: PreparedPath) -> None:
                 _refuse_foreign(root, [p.rstrip("/").rsplit("/", 1)[-1] for p in listed])
                 fs.pipe_file(marker, SHELF_MARKER_TEXT)
                 content = SHELF_MARKER_TEXT
-    if content != SHELF_MARKER_TEXT:
+    kind = _MARKERS.get(content)
+    if kind is None:
         raise ForeignLocationError(f"{root.url}: {SHELF_MARKER} holds something fb did not write")
+    if index not in ("auto", kind):
+        raise ValueError(
+            f"{root.url} is a shelf whose names are in {kind!r}: open it with index='auto'"
+        )
+    return kind
+
+
+def network_filesystem(path: str, mountinfo: str | None = None) -> bool:
+    """Return whether ``path`` is on a network (or FUSE) filesystem, as far as Linux tells.
+
+    Takes the longest mount point above ``path`` in ``mountinfo`` (default: the text of
+    ``/proc/self/mountinfo``); where there is no such file a filesystem counts as local.
+    """
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as file:
+                mountinfo = file.read()
+        except OSError:
+            return False
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not rest:
+            continue
+        mount = parts[4].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, rest.split()[0]
+    return kind in NETWORK_FILESYSTEMS or kind.startswith("fuse")
+
+
+def open_index(root: PreparedPath, kind: str) -> NameIndex | SqliteIndex:
+    """Open the name index of the shelf at ``root``, which keeps its names in ``kind``."""
+    return SqliteIndex(root) if kind == "sqlite" else NameIndex(root)
 
 
 def _refuse_foreign(root: PreparedPath, names: list[str]) -> None:
@@ -150,11 +243,11 @@ def sweep_dead_caches(cache_root: str) -> str | None:
 # -- for the command line -------------------------------------------------------------------
 
 
-def shelf_blobs(location: PreparedPath) -> PreparedPath | None:
-    """Return the blob location of the shelf at ``location``, or None if it is no shelf.
+def shelf_kind(location: PreparedPath) -> str | None:
+    """Return where the shelf at ``location`` keeps its names, or None if it is no shelf.
 
-    `fb ls`, `du`, `verify`, `inspect` and `gc` given a shelf work on its blobs; an error
-    reading the marker is left for them to report.
+    ``"sqlite"`` or ``"files"``, as its marker says; an error reading the marker is left for
+    the caller to report.
     """
     marker = f"{location.root}/{SHELF_MARKER}"
     try:
@@ -168,7 +261,15 @@ def shelf_blobs(location: PreparedPath) -> PreparedPath | None:
                 content = location.fs.cat_file(marker)
     except OSError:
         return None
-    if content != SHELF_MARKER_TEXT:
+    return _MARKERS.get(content)
+
+
+def shelf_blobs(location: PreparedPath) -> PreparedPath | None:
+    """Return the blob location of the shelf at ``location``, or None if it is no shelf.
+
+    `fb ls`, `du`, `verify`, `inspect` and `gc` given a shelf work on its blobs.
+    """
+    if shelf_kind(location) is None:
         return None
     return PreparedPath(f"{location.root}/{BLOBS_DIR}", fs=location.fs)
 
@@ -183,10 +284,16 @@ def shelf_names(blobs: PreparedPath) -> dict[UUID, list[str]] | None:
     if last != BLOBS_DIR or not parent:
         return None
     root = PreparedPath(parent, fs=blobs.fs)
-    if shelf_blobs(root) is None:
+    kind = shelf_kind(root)
+    if kind is None:
         return None
+    index = open_index(root, kind)
+    try:
+        records = index.scan()
+    finally:
+        index.close()
     names: dict[UUID, list[str]] = {}
-    for record in NameIndex(root).scan():
+    for record in records:
         names.setdefault(record.key, []).append(record.name)
     return {key: sorted(found) for key, found in names.items()}
 

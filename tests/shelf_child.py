@@ -49,15 +49,15 @@ def check_value(value: Any, index: int) -> int:
     return round_
 
 
-def _open(location: str, options: str | None) -> fb.Shelf[bytes]:
+def _open(location: str, options: str | None, index: str = "auto") -> fb.Shelf[bytes]:
     storage = json.loads(options) if options else None
-    return fb.Shelf[bytes](location, max_items=2, storage_options=storage)
+    return fb.Shelf[bytes](location, max_items=2, storage_options=storage, index=index)
 
 
 def write(args: argparse.Namespace) -> None:
     """Set every name in every round, printing each set."""
     Wrappers(trace=False, kill=args.kill)
-    with _open(args.location, args.options) as shelf:
+    with _open(args.location, args.options, args.index) as shelf:
         for round_ in range(args.rounds):
             for index in range(args.names):
                 shelf[f"n{index}"] = value_for(round_, index, args.size)
@@ -101,6 +101,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--kill")
     parser.add_argument("--options", help="storage options as JSON")
+    parser.add_argument("--index", default="auto", help="the shelf's name index, if new")
     args = parser.parse_args(argv)
     write(args) if args.mode == "write" else read(args)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 import fb
-from fb import Shelf
+from fb import Shelf, _shelf_layout
 from fb._shelf_index import name_digest
 from fb.exceptions import (
     CodecError,
@@ -26,10 +27,46 @@ from fb.exceptions import (
 )
 
 
+@pytest.fixture(name="index_kind", autouse=True, params=["sqlite", "files"])
+def fixture_index_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on both name indexes: SQLite (local disk) and record files.
+
+    Record files are what a shelf on a network filesystem keeps: the test's directory is
+    made to look like one.
+    """
+    if request.param == "files":
+        monkeypatch.setattr(_shelf_layout, "network_filesystem", lambda path: True)
+    return str(request.param)
+
+
 @pytest.fixture(name="location")
 def fixture_location(tmp_path: Path) -> Path:
     """Where the test's shelf lives (not created yet)."""
     return tmp_path / "shelf"
+
+
+def _record_count(location: Path, kind: str) -> int:
+    """How many names the shelf at ``location`` has records for, expired ones included."""
+    if kind == "files":
+        return len([n for n in os.listdir(location / "names") if not n.startswith(".")])
+    db = sqlite3.connect(location / "names.db")
+    try:
+        (count,) = db.execute("SELECT count(*) FROM names").fetchone()
+    finally:
+        db.close()
+    return int(count)
+
+
+def _set_accessed(location: Path, kind: str, name: str, when: float) -> None:
+    """Make storage say ``name`` was last read at ``when``."""
+    if kind == "files":
+        os.utime(location / "names" / name_digest(name), (when, when))
+        return
+    db = sqlite3.connect(location / "names.db", isolation_level=None)
+    try:
+        db.execute("UPDATE names SET accessed = ?, created = ? WHERE name = ?", (when, when, name))
+    finally:
+        db.close()
 
 
 @pytest.fixture(name="shelf")
@@ -122,12 +159,26 @@ def test_async_twins_work(shelf: Shelf[object]) -> None:
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/abs", "a/../../b", ".fb-shelf", "\x00"])
-def test_a_name_is_never_a_path(shelf: Shelf[object], location: Path, name: str) -> None:
-    """Names that look like paths are stored under the hash of the name, inside names/."""
+def test_a_name_is_never_a_path(
+    shelf: Shelf[object], location: Path, name: str, index_kind: str
+) -> None:
+    """A name that looks like a path is a row of names.db, or a file named by its hash."""
     shelf[name] = b"v"
     assert shelf[name] == b"v"
-    assert os.listdir(location / "names") == [name_digest(name)]
-    assert sorted(os.listdir(location)) == [".fb-shelf", "blobs", "cache", "names"]
+    if index_kind == "files":
+        assert os.listdir(location / "names") == [name_digest(name)]
+        assert sorted(os.listdir(location)) == [".fb-shelf", "blobs", "cache", "names"]
+    else:
+        assert sorted(os.listdir(location)) == [
+            ".fb-shelf",
+            "blobs",
+            "cache",
+            "names.db",
+            "names.db-shm",
+            "names.db-wal",
+        ]
+        assert _record_count(location, index_kind) == 1
+    assert len(list((location / "blobs").glob("??/*"))) == 1
 
 
 @pytest.mark.parametrize(
@@ -142,12 +193,16 @@ def test_bad_names_raise_typed_errors(shelf: Shelf[object], name: object, error:
         shelf[name]  # type: ignore[index]
 
 
-def test_the_shelf_directory_is_created_private(location: Path) -> None:
-    """A new shelf directory and its subdirectories are mode 0700."""
-    with Shelf[Any](location, max_items=1):
-        pass
+def test_the_shelf_directory_is_created_private(location: Path, index_kind: str) -> None:
+    """A new shelf directory and its subdirectories are mode 0700, its index files 0600."""
+    with Shelf[Any](location, max_items=1) as shelf:
+        shelf["a"] = 1
+        for name in ("names.db", "names.db-wal", "names.db-shm"):
+            if index_kind == "sqlite":
+                assert stat.S_IMODE((location / name).stat().st_mode) == 0o600
     assert stat.S_IMODE(location.stat().st_mode) == 0o700
-    for sub in ("names", "blobs", "cache"):
+    subs = ("names", "blobs", "cache") if index_kind == "files" else ("blobs", "cache")
+    for sub in subs:
         assert stat.S_IMODE((location / sub).stat().st_mode) == 0o700
 
 
@@ -187,10 +242,11 @@ def test_sync_makes_sets_durable_without_error(shelf: Shelf[object]) -> None:
     del shelf["a"]
     shelf.sync()
     assert shelf._tracked.unsynced == 0
-    assert not shelf._index._unsynced
+    assert not getattr(shelf._index, "_unsynced", None)  # record files
+    assert not getattr(shelf._index, "_pending", None)  # SQLite: access times written
 
 
-def test_size_limit_removes_least_recently_used_names(location: Path) -> None:
+def test_size_limit_removes_least_recently_used_names(location: Path, index_kind: str) -> None:
     """Past size_limit, the names read or set least recently are removed first."""
     with Shelf[Any](location, max_items=2, size_limit=11_000) as shelf:
         for i in range(4):
@@ -198,7 +254,7 @@ def test_size_limit_removes_least_recently_used_names(location: Path) -> None:
         assert len(shelf) == 4
         past = time.time() - 100
         for i in range(4):
-            os.utime(location / "names" / name_digest(f"n{i}"), (past + i, past + i))
+            _set_accessed(location, index_kind, f"n{i}", past + i)
         shelf._accessed.clear()
         shelf["n0"]  # read: n0 becomes the most recently used
         shelf["n4"] = os.urandom(4000)  # 12.3 KB stored with headers: n1 must go
@@ -218,7 +274,7 @@ def test_size_limit_never_removes_a_guarded_name(location: Path) -> None:
         assert "held" not in shelf
 
 
-def test_expired_names_are_absent_and_culled(location: Path) -> None:
+def test_expired_names_are_absent_and_culled(location: Path, index_kind: str) -> None:
     """A name past its expiry is not found, not listed, and cull() removes it."""
     with Shelf[Any](location, max_items=2, expire=3600) as shelf:
         shelf.set("short", 1, expire=0.001)
@@ -230,7 +286,7 @@ def test_expired_names_are_absent_and_culled(location: Path) -> None:
             shelf["short"]
         assert list(shelf) == ["long"]
         assert shelf.cull() == 1
-        assert len(os.listdir(location / "names")) == 1
+        assert _record_count(location, index_kind) == 1
 
 
 def test_bad_budgets_and_limits_raise(location: Path) -> None:
@@ -314,7 +370,9 @@ def test_a_signed_shelf_refuses_values_signed_with_another_key(location: Path) -
         unsigned["a"]
 
 
-def test_old_record_temporaries_are_swept_on_open(location: Path) -> None:
+# Record files only: SQLite rolls a killed commit back and leaves no file behind.
+@pytest.mark.parametrize("index_kind", ["files"], indirect=True)
+def test_old_record_temporaries_are_swept_on_open(location: Path, index_kind: str) -> None:
     """A record temporary a killed writer left is deleted by the next open once it is old."""
     with Shelf[Any](location, max_items=1) as shelf:
         shelf["a"] = 1

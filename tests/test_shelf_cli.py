@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,11 @@ from fb import Shelf
 from tests.cli_helpers import fb, fb_json
 
 
-@pytest.fixture(name="shelf_dir")
-def fixture_shelf_dir(tmp_path: Path) -> Path:
-    """A closed shelf holding two names and one blob no name points to."""
+@pytest.fixture(name="shelf_dir", params=["sqlite", "files"])
+def fixture_shelf_dir(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A closed shelf holding two names and one blob no name points to (each name index)."""
     location = tmp_path / "shelf"
-    with Shelf[Any](location, max_items=2) as shelf:
+    with Shelf[Any](location, max_items=2, index=request.param) as shelf:
         shelf["alpha"] = b"a" * 5000
         shelf["beta"] = [1, 2, 3]
         shelf.pool.insert(b"orphan").persist(shelf._tracked)  # a set killed before its record
@@ -59,7 +58,7 @@ def test_gc_deletes_only_blobs_no_name_points_to(shelf_dir: Path) -> None:
     with Shelf[Any](shelf_dir, max_items=2) as shelf:
         assert shelf["alpha"] == b"a" * 5000
         assert shelf["beta"] == [1, 2, 3]
-    assert os.listdir(shelf_dir / "names")
+        assert sorted(shelf) == ["alpha", "beta"]
 
 
 def test_gc_on_a_shelf_refuses_a_manifest(shelf_dir: Path, tmp_path: Path) -> None:

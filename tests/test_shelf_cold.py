@@ -95,12 +95,12 @@ def test_a_cold_get_sees_a_name_another_shelf_replaced(location: Path) -> None:
 def test_a_repeated_get_of_an_unchanged_name_decodes_no_record(
     location: Path, decodes: list[str]
 ) -> None:
-    """A stat tells a get that a name's record has not changed: it is not read again."""
-    with Shelf[Any](location, max_items=1) as shelf:
+    """With record files a stat tells a get that a record has not changed: not read again."""
+    with Shelf[Any](location, max_items=1, index="files") as shelf:
         shelf["a"] = b"a" * 100
         shelf["b"] = b"b" * 100
     decodes.clear()
-    with Shelf[Any](location, max_items=1) as shelf:
+    with Shelf[Any](location, max_items=1, index="files") as shelf:
         for _ in range(3):
             assert shelf["a"] == b"a" * 100  # "b" pushes "a" out of memory: a cold get
             assert shelf["b"] == b"b" * 100
@@ -169,7 +169,7 @@ def test_an_altered_blob_is_refused_on_a_cold_get(location: Path) -> None:
 
 def test_records_of_two_quick_sets_differ_in_identity(location: Path) -> None:
     """Two sets of one name write records a stat tells apart, even of one size in one instant."""
-    with Shelf[Any](location, max_items=1) as shelf:
+    with Shelf[Any](location, max_items=1, index="files") as shelf:
         record = location / "names" / name_digest("x")
         idents = set()
         for i in range(10):
@@ -231,7 +231,7 @@ def test_a_record_with_a_coarse_mtime_is_read_on_every_get(
     location: Path, decodes: list[str]
 ) -> None:
     """A record whose mtime is whole milliseconds (a coarse filesystem) is never known by stat."""
-    with Shelf[Any](location, max_items=4) as shelf:
+    with Shelf[Any](location, max_items=4, index="files") as shelf:
         shelf["a"] = 1
         record = location / "names" / name_digest("a")
         coarse = (time.time_ns() // 1_000_000) * 1_000_000

@@ -59,23 +59,29 @@ def test_a_reader_process_sees_only_whole_values_a_writer_process_sets(tmp_path:
 
 KILLS = {
     # killed after the blob was linked at the location, before the record was renamed
-    "before-the-record": "os.replace:7:before:/names/",
+    "files-before-the-record": ("files", "os.replace:7:before:/names/"),
     # killed after the record was renamed: the set is complete
-    "after-the-record": "os.replace:7:after:/names/",
+    "files-after-the-record": ("files", "os.replace:7:after:/names/"),
+    # SQLite: killed after the blob was linked at the location, before the row was written
+    "sqlite-before-the-record": ("sqlite", "os.link:7:after:/cache/"),
+    # SQLite: killed after the row of the 7th set, as the 8th begins
+    "sqlite-after-the-record": ("sqlite", "os.replace:8:before:/cache/"),
     # killed before the blob reached the location
-    "before-the-blob-link": "os.link:7:before:/cache/",
+    "before-the-blob-link": ("sqlite", "os.link:7:before:/cache/"),
     # killed while the cache blob was being written
-    "mid-cache-write": "os.replace:7:before:/cache/",
+    "mid-cache-write": ("sqlite", "os.replace:7:before:/cache/"),
 }
 
 
-@pytest.mark.parametrize("kill", list(KILLS.values()), ids=list(KILLS))
+@pytest.mark.parametrize(("kind", "kill"), list(KILLS.values()), ids=list(KILLS))
 def test_a_writer_killed_mid_set_leaves_every_name_absent_or_whole(
-    tmp_path: Path, kill: str
+    tmp_path: Path, kind: str, kill: str
 ) -> None:
     """After a SIGKILL inside a set, a new shelf finds each name absent or bit-exact."""
     location = tmp_path / "shelf"
-    process = child(location, "write", "--names", "3", "--rounds", "5", "--kill", kill)
+    process = child(
+        location, "write", "--names", "3", "--rounds", "5", "--kill", kill, "--index", kind
+    )
     code, out, err = finish(process)
     assert code == -signal.SIGKILL, err
     done = [tuple(map(int, line.split()[1:])) for line in out.splitlines()]
