@@ -4,7 +4,7 @@ Two `Shelf` objects on one location stand for two processes: each operation runs
 them, chosen at random, and both must agree with one dict at every step. The operations are
 set, get, delete, pop, setdefault, a guard held across other operations, a restart (close a
 shelf and open a new one on the location) and a sync. Small pools (0 to 2 items) make gets
-load from storage often.
+load from storage often. The machine runs once per kind of name index (SQLite, record files).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -34,12 +35,16 @@ sides = st.integers(min_value=0, max_value=1)
 class ShelfModel(RuleBasedStateMachine):
     """Two shelves on one directory against a dict."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, index: str) -> None:
         super().__init__()
+        self.index = index
         self.location = Path(tempfile.mkdtemp(prefix="example-", dir=root)) / "shelf"
-        self.shelves: list[Shelf[Any]] = [Shelf(self.location, max_items=n) for n in (0, 2)]
+        self.shelves: list[Shelf[Any]] = [self._open(n) for n in (0, 2)]
         self.model: dict[str, Any] = {}
         self.guards: list[tuple[ReadGuard[Any], Any]] = []
+
+    def _open(self, max_items: int) -> Shelf[Any]:
+        return Shelf(self.location, max_items=max_items, index=self.index)
 
     @rule(side=sides, name=names, value=values)
     def set(self, side: int, name: str, value: Any) -> None:
@@ -94,7 +99,7 @@ class ShelfModel(RuleBasedStateMachine):
     def restart(self, side: int) -> None:
         """Close one shelf and open a new one on the location (a process restart)."""
         self.shelves[side].close()
-        self.shelves[side] = Shelf(self.location, max_items=side * 2)
+        self.shelves[side] = self._open(side * 2)
 
     @rule(side=sides)
     def sync(self, side: int) -> None:
@@ -115,15 +120,17 @@ class ShelfModel(RuleBasedStateMachine):
             shelf.close()
         blobs = list((self.location / "blobs").glob("??/*"))
         assert len(blobs) == len(self.model)  # no blob left over, none missing
+        assert (self.location / "names.db").exists() == (self.index == "sqlite")
         shutil.rmtree(self.location.parent, ignore_errors=True)
 
 
-def test_two_shelves_on_one_directory_agree_with_a_dict(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index", ["sqlite", "files"])
+def test_two_shelves_on_one_directory_agree_with_a_dict(tmp_path: Path, index: str) -> None:
     """Any sequence of operations on two shelves of one location matches one dict."""
 
     class OnRoot(ShelfModel):
         def __init__(self) -> None:
-            super().__init__(tmp_path)
+            super().__init__(tmp_path, index)
 
     run_state_machine_as_test(
         OnRoot, settings=settings(max_examples=40, stateful_step_count=25, deadline=None)
