@@ -33,6 +33,14 @@ def test_a_set_on_s3_is_one_blob_and_one_record(s3: S3Bucket) -> None:
     assert len([n for n in names if n.startswith("cache/blobs/") and "/." not in n]) == 1
 
 
+def test_a_shelf_on_s3_cannot_keep_its_names_in_sqlite(s3: S3Bucket) -> None:
+    """SQLite needs local disk: index="sqlite" on S3 is a ValueError naming the location,
+    and nothing is written there."""
+    with pytest.raises(ValueError, match=r"s3://.*/sq: index='sqlite' needs a shelf on local"):
+        Shelf[Any](s3.url("sq"), storage_options=s3.options, index="sqlite")
+    assert s3.names("sq/") == []
+
+
 def test_a_second_host_sees_every_name(s3: S3Bucket) -> None:
     """Another shelf on the same prefix (another host) loads every value bit-exact."""
     values = {f"n{i}": os.urandom(5000 + i) for i in range(6)}
