@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,25 +94,16 @@ def test_a_damaged_index_is_an_os_error_naming_it(location: Path) -> None:
 
 def test_reads_by_other_threads_and_shelves_see_each_set(location: Path) -> None:
     """Each thread has its own connection; every set is seen by the next get anywhere."""
-    import threading
-
-    errors: list[BaseException] = []
     with Shelf[Any](location, max_items=2) as writer, Shelf[Any](location, max_items=2) as reader:
 
         def work(offset: int) -> None:
-            try:
-                for i in range(50):
-                    writer[f"t{offset}-{i}"] = i
-                    assert reader[f"t{offset}-{i}"] == i
-            except BaseException as exc:
-                errors.append(exc)
+            for i in range(50):
+                writer[f"t{offset}-{i}"] = i
+                assert reader[f"t{offset}-{i}"] == i
 
-        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert errors == []
+        with ThreadPoolExecutor(4) as pool:
+            for future in [pool.submit(work, t) for t in range(4)]:
+                future.result(timeout=60)  # re-raises what failed in the thread
         assert len(reader) == 200
 
 
@@ -131,8 +124,6 @@ def test_a_network_filesystem_is_told_from_mountinfo(mountinfo: str, network: bo
 
 def test_connections_of_ended_threads_are_closed(location: Path) -> None:
     """Gets from many short-lived threads keep one connection per live thread, not per thread."""
-    import threading
-
     with Shelf[Any](location, max_items=1) as shelf:
         shelf["a"] = 1
         seen: list[int] = []
