@@ -93,7 +93,11 @@ class SqliteIndex:
         self._rows: dict[str, tuple[tuple[Any, ...], Record | None]] = {}
         """The row last read of each name, and its record: an unchanged row is not decoded."""
         self._closed = False
-        self._create()
+        try:
+            self._create()
+        except BaseException:
+            self.close()  # a connection opened before the failure is not left to the GC
+            raise
 
     # -- connections -----------------------------------------------------------------------
 
@@ -157,7 +161,11 @@ class SqliteIndex:
             db = sqlite3.connect(
                 self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA synchronous = NORMAL")
+            try:
+                db.execute("PRAGMA synchronous = NORMAL")
+            except BaseException:
+                db.close()
+                raise
         with self._lock:
             ended = [pair for pair in self._connections if not pair[0].is_alive()]
             self._connections = [p for p in self._connections if p[0].is_alive()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -79,7 +80,8 @@ def test_a_link_planted_as_the_index_is_refused(location: Path, tmp_path: Path) 
 
 
 def test_a_damaged_index_is_an_os_error_naming_it(location: Path) -> None:
-    """An index that is not a database raises OSError with its path; the blobs stay."""
+    """An index that is not a database raises OSError with its path; the blobs stay, and
+    the failed open leaves no connection (no file descriptor) behind."""
     with Shelf[Any](location, max_items=1) as shelf:
         shelf["a"] = b"x" * 1000
     blobs = sorted((location / "blobs").glob("??/*"))
@@ -90,6 +92,18 @@ def test_a_damaged_index_is_an_os_error_naming_it(location: Path) -> None:
         Shelf[Any](location, max_items=1)
     assert not isinstance(info.value, UnsafeLocationError)
     assert sorted((location / "blobs").glob("??/*")) == blobs
+    assert _open_files_under(location) == []  # the traceback in `info` keeps every frame
+
+
+def _open_files_under(directory: Path) -> list[str]:
+    """Paths under ``directory`` this process holds open (Linux's /proc)."""
+    opened = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(f"{directory}/"):
+                opened.append(target)
+    return opened
 
 
 def test_reads_by_other_threads_and_shelves_see_each_set(location: Path) -> None:
