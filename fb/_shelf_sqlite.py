@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value) WITHOUT 
 _SELECT = "SELECT key, size, created, expire, accessed FROM names WHERE name = ?"
 _SELECT_ALL = "SELECT name, key, size, created, expire, accessed FROM names"
 _UPSERT = "INSERT OR REPLACE INTO names VALUES (?, ?, ?, ?, ?, ?)"
-_TOUCH = "UPDATE names SET accessed = ?1 WHERE name = ?2 AND accessed < ?1"
+_TOUCH = "UPDATE names SET accessed = ? WHERE name = ? AND accessed < ?"
 
 
 class SqliteIndex:
@@ -248,7 +248,7 @@ class SqliteIndex:
         with self._errors():
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(_TOUCH, [(when, name) for name, when in pending.items()])
+                db.executemany(_TOUCH, [(when, name, when) for name, when in pending.items()])
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
