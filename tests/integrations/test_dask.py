@@ -436,7 +436,12 @@ def run_workload(
 ) -> dict[str, dict[str, Any]]:
     """Run a reduction over persisted arrays on a two-worker cluster; return worker stats."""
     config = {
-        # The workers' processes are small, but never pause or kill them in a test run.
+        # Only fb's budget and `evict_all` move values out of memory. The memory monitor
+        # would spill too once a process passes 60% of its limit, and in-process workers
+        # measure the whole test process: late in a suite run it had spilled everything
+        # before `evict_all` ran. Never pause or kill a worker in a test run either.
+        "distributed.worker.memory.target": False,
+        "distributed.worker.memory.spill": False,
         "distributed.worker.memory.pause": False,
         "distributed.worker.memory.terminate": False,
     }
