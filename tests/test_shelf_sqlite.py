@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -15,6 +14,7 @@ import pytest
 from fb import Shelf
 from fb._shelf_layout import network_filesystem
 from fb.exceptions import UnsafeLocationError
+from tests.fds import open_files_under
 
 
 @pytest.fixture(name="location")
@@ -92,18 +92,7 @@ def test_a_damaged_index_is_an_os_error_naming_it(location: Path) -> None:
         Shelf[Any](location, max_items=1)
     assert not isinstance(info.value, UnsafeLocationError)
     assert sorted((location / "blobs").glob("??/*")) == blobs
-    assert _open_files_under(location) == []  # the traceback in `info` keeps every frame
-
-
-def _open_files_under(directory: Path) -> list[str]:
-    """Paths under ``directory`` this process holds open (Linux's /proc)."""
-    opened = []
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith(f"{directory}/"):
-                opened.append(target)
-    return opened
+    assert open_files_under(location) == []  # the traceback in `info` keeps every frame
 
 
 def test_reads_by_other_threads_and_shelves_see_each_set(location: Path) -> None:

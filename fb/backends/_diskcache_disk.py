@@ -14,11 +14,12 @@ import contextlib
 import io
 import os
 import sqlite3
+import threading
 from typing import IO, Any
 from uuid import UUID
 
 import diskcache
-from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
+from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW, UNKNOWN
 
 from ..blobformat import BlobFormat
 
@@ -138,6 +139,74 @@ class _BlobDisk(diskcache.Disk):  # type: ignore[misc]
         return result
 
 
+class _Cache(diskcache.Cache):  # type: ignore[misc]
+    """A `diskcache.Cache` whose `close` closes the connections of every thread.
+
+    diskcache opens one SQLite connection per thread, and its `close` closes only the
+    calling thread's: those of fb's worker threads were left to the garbage collector,
+    which holds the database files open until it runs (and Python 3.13 warns about each,
+    ``ResourceWarning: unclosed database``). A connection is bound to its thread unless
+    made with ``check_same_thread=False``, so this class makes them (one per thread still:
+    diskcache keeps it in its thread-local ``_local``) and records them, as diskcache's
+    ``_con`` would otherwise do.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_pid = os.getpid()
+        self._opened_lock = threading.Lock()
+        self._closes = 0
+        """How many times `close` ran: a thread's connection from before is closed."""
+        super().__init__(*args, **kwargs)
+
+    @property
+    def _con(self) -> sqlite3.Connection:
+        local = self._local
+        pid = os.getpid()
+        con: sqlite3.Connection | None = getattr(local, "con", None)
+        if con is not None and getattr(local, "pid", None) == pid:
+            if getattr(local, "closes", 0) == self._closes:
+                return con
+            con = None  # closed by `close` in another thread: connect again, as diskcache does
+        if con is not None:
+            # Inherited over fork(): diskcache closes it (the child never uses the parent's).
+            with contextlib.suppress(sqlite3.Error):
+                con.close()
+        con = sqlite3.connect(
+            os.path.join(self.directory, DBNAME),
+            timeout=self.timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        with self._opened_lock:
+            if self._opened_pid != pid:
+                self._opened, self._opened_pid = [], pid  # the parent's are not the child's
+            self._opened.append(con)
+        local.con, local.pid, local.closes = con, pid, self._closes
+        # Per-connection pragmas, from diskcache's Settings table (absent in a new cache:
+        # diskcache's __init__ creates it and sets them).
+        try:
+            settings = con.execute("SELECT key, value FROM Settings").fetchall()
+        except sqlite3.OperationalError:
+            settings = []
+        for key, value in settings:
+            if key.startswith("sqlite_"):
+                self.reset(key, value, update=False)
+        return con
+
+    def close(self) -> None:
+        """Close the connection of every thread of this process (idempotent)."""
+        with self._opened_lock:
+            opened = self._opened if self._opened_pid == os.getpid() else []
+            self._opened = []
+            self._closes += 1
+        for con in opened:
+            with contextlib.suppress(sqlite3.Error):
+                con.close()
+        with contextlib.suppress(AttributeError):
+            del self._local.con
+
+
 def open_cache(directory: str) -> diskcache.Cache:
     """Open (or create) the diskcache at ``directory`` with the settings fb's blobs need."""
-    return diskcache.Cache(directory, disk=_BlobDisk, **SETTINGS)
+    return _Cache(directory, disk=_BlobDisk, **SETTINGS)

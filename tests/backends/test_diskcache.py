@@ -7,6 +7,7 @@ import random
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from fb.exceptions import (
 )
 from fb.testing.backends import BackendSuite, ExplodingValue, PersistSuite
 from fb.typing import Strategy
+from tests.fds import open_files_under
 
 SECRET = b"a secret key of at least 16 bytes"
 
@@ -150,6 +152,29 @@ def test_failed_large_encode_leaves_no_file(backend: DiskcacheStore[Any], cache_
     assert _value_files(cache_dir) == []
     with pytest.raises(BlobNotFoundError, match=key.hex):
         backend.load(key)
+
+
+def test_close_closes_the_connections_of_every_thread(cache_dir: Path, tmp_path: Path) -> None:
+    """diskcache opens one connection per thread; the store's close closes all of them
+    (threads still alive and threads ended alike), not only the calling thread's."""
+    backend: DiskcacheStore[Any] = DiskcacheStore("pickle", cache_dir)
+    persist = PreparedPath(tmp_path / "persist")
+    (tmp_path / "persist").mkdir()
+    keys = [uuid.uuid4() for _ in range(8)]
+
+    def work(key: uuid.UUID) -> None:
+        backend.store(key, b"v" * 100)
+        backend.persist(key, persist)
+        assert backend.load(key) == b"v" * 100
+
+    with ThreadPoolExecutor(4) as ended:
+        for future in [ended.submit(work, key) for key in keys]:
+            future.result(timeout=60)
+    with ThreadPoolExecutor(1) as alive:  # its thread outlives the close
+        alive.submit(work, uuid.uuid4()).result(timeout=60)
+        assert open_files_under(tmp_path) != []
+        backend.close()
+        assert open_files_under(tmp_path) == []
 
 
 def test_second_owner_is_refused(backend: DiskcacheStore[Any], cache_dir: Path) -> None:
@@ -301,3 +326,14 @@ def test_sweep_never_follows_a_link(cache_dir: Path, tmp_path: Path) -> None:
     store: DiskcacheStore[Any] = DiskcacheStore("pickle", cache_dir)
     store.close()
     assert (elsewhere / "precious.val").read_bytes() == b"not the cache's"
+
+
+def test_a_closed_cache_reconnects_in_every_thread(cache_dir: Path) -> None:
+    """After `close`, a diskcache is usable again from any thread, as diskcache's own is."""
+    cache = open_cache(str(cache_dir))
+    with ThreadPoolExecutor(1) as other:
+        other.submit(cache.set, "a", b"1").result(timeout=60)
+        cache.close()
+        assert other.submit(cache.get, "a").result(timeout=60) == b"1"
+        assert cache.get("a") == b"1"
+        cache.close()
