@@ -32,6 +32,7 @@ from uuid import UUID
 from ._shelf_index import TOUCH_AFTER, Record
 from .backends import PreparedPath
 from .backends._locations import sync_paths
+from .backends._safety import kind_of
 from .exceptions import UnsafeLocationError
 
 __all__ = ["INDEX_FILE", "SqliteIndex"]
@@ -138,9 +139,8 @@ class SqliteIndex:
             except FileNotFoundError:
                 continue
             if not stat.S_ISREG(mode):
-                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
                 raise UnsafeLocationError(
-                    errno.EPERM, f"{kind} where a shelf keeps its index", path
+                    errno.EPERM, f"{kind_of(mode)} where a shelf keeps its index", path
                 )
 
     def _db(self) -> sqlite3.Connection:
