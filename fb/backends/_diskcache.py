@@ -192,7 +192,7 @@ class DiskcacheStore(BlobFormat[T]):
         return removed
 
     def close(self) -> None:
-        """Close this thread's database connections and release the lock. Idempotent."""
+        """Close every thread's database connections and release the lock. Idempotent."""
         with self._lock:
             caches = [getattr(self, "_cache", None), *self._persisted.values()]
             self._persisted.clear()
